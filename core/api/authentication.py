@@ -1,0 +1,119 @@
+"""Authentication: staff and member JWTs, partner API keys. Each yields a principal with an Actor."""
+
+from typing import Any
+from uuid import UUID
+
+from django.contrib.auth.models import AbstractBaseUser
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import InvalidToken
+from rest_framework_simplejwt.tokens import Token
+
+from core.actors import Actor, ActorKind
+from core.models import Partner, PartnerAPIKey
+
+MEMBER_ROLE = "member"
+ROLE_CLAIM = "role"
+MEMBER_CLAIM = "member_id"
+
+
+class _Principal:
+    """Not a Django user: carries no Django permissions, never passes ``is_staff`` checks."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+    pk = None
+
+    actor: Actor
+
+    def has_perm(self, perm: str, obj: Any = None) -> bool:
+        return False
+
+    def has_perms(self, perm_list: Any, obj: Any = None) -> bool:
+        return False
+
+
+class MemberPrincipal(_Principal):
+    """A member authenticated by a member JWT; stateless, so reads cost no user lookup."""
+
+    def __init__(self, member_id: UUID):
+        self.member_id = member_id
+        self.actor = Actor(kind=ActorKind.MEMBER, member_id=member_id)
+
+    def __str__(self) -> str:
+        return f"member {self.member_id}"
+
+
+class PartnerPrincipal(_Principal):
+    """A partner system authenticated by one of its API keys."""
+
+    def __init__(self, partner: Partner):
+        self.partner = partner
+        self.scopes = frozenset(partner.scopes)
+        self.actor = Actor(
+            kind=ActorKind.PARTNER,
+            partner_id=partner.pk,
+            partner_namespace=partner.namespace,
+            name=partner.name,
+        )
+
+    def __str__(self) -> str:
+        return f"partner {self.partner.name}"
+
+
+def actor_for_user(user: AbstractBaseUser) -> Actor:
+    """The Actor of an authenticated request's user (staff user or principal)."""
+    actor = getattr(user, "actor", None)
+    if isinstance(actor, Actor):
+        return actor
+    return Actor(kind=ActorKind.OPERATOR, user_id=user.pk, name=user.get_username())
+
+
+class LoyaltyJWTAuthentication(JWTAuthentication):
+    """Bearer JWTs. Member tokens carry ``role=member`` and ``member_id`` and need no lookup."""
+
+    def get_user(self, validated_token: Token) -> Any:
+        if validated_token.get(ROLE_CLAIM) == MEMBER_ROLE:
+            try:
+                return MemberPrincipal(UUID(str(validated_token[MEMBER_CLAIM])))
+            except (KeyError, ValueError) as error:
+                raise InvalidToken("Token carries no valid member id.") from error
+        user = super().get_user(validated_token)
+        if not user.is_staff:
+            # Only staff users hold operator tokens; a plain user account is not an operator.
+            raise exceptions.AuthenticationFailed("User is not an operator.", code="not_operator")
+        return user
+
+
+class PartnerKeyAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Api-Key <key>`` or ``X-Api-Key: <key>``; keys are stored hashed."""
+
+    keyword = "Api-Key"
+
+    def authenticate(self, request: Request) -> tuple[PartnerPrincipal, PartnerAPIKey] | None:
+        key = self._key_from_headers(request)
+        if key is None:
+            return None
+        try:
+            api_key = PartnerAPIKey.objects.get_from_key(key)
+        except PartnerAPIKey.DoesNotExist:
+            raise exceptions.AuthenticationFailed(
+                "Invalid API key.", code="invalid_api_key"
+            ) from None
+        if api_key.has_expired or not api_key.partner.is_active:
+            raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
+        return PartnerPrincipal(api_key.partner), api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword
+
+    def _key_from_headers(self, request: Request) -> str | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        prefix = f"{self.keyword} "
+        if header.startswith(prefix):
+            return header[len(prefix) :].strip() or None
+        return request.META.get("HTTP_X_API_KEY") or None

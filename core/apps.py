@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class CoreConfig(AppConfig):
+    name = "core"
+    verbose_name = "Platform"
+
+    def ready(self) -> None:
+        from core.api import schema  # noqa: F401 - registers the OpenAPI auth extensions

@@ -1,0 +1,44 @@
+"""Periodic schedules, declared in code and synced into django-celery-beat.
+
+Sync creates missing schedules and never overwrites an existing one, so an operator's edits in
+the admin (time, enabled) survive deploys.
+"""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    task: str
+    minute: str
+    hour: str
+
+
+SCHEDULES: tuple[Schedule, ...] = (
+    Schedule("Purge old idempotency records", "core.idempotency_records_purge", "15", "*"),
+    Schedule("Purge expired member tags", "members.tags_purge_expired", "5", "*"),
+)
+
+
+@transaction.atomic
+def schedules_sync() -> int:
+    """Create the declared schedules that are missing. Returns how many were created."""
+    created = 0
+    for schedule in SCHEDULES:
+        if PeriodicTask.objects.filter(name=schedule.name).exists():
+            continue
+        crontab, _ = CrontabSchedule.objects.get_or_create(
+            minute=schedule.minute,
+            hour=schedule.hour,
+            day_of_week="*",
+            day_of_month="*",
+            month_of_year="*",
+            timezone="UTC",
+        )
+        PeriodicTask.objects.create(name=schedule.name, task=schedule.task, crontab=crontab)
+        created += 1
+    return created

@@ -1,0 +1,276 @@
+"""HTTP interface of members, identities and tags: parse, call one service or selector, render."""
+
+from typing import Any
+from uuid import UUID
+
+from django.db.models import QuerySet
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.actors import Actor
+from core.api.authentication import actor_for_user
+from core.api.exceptions import flatten_errors
+from core.api.idempotency import run_idempotent
+from core.models import Scope
+from members import selectors, services
+from members.api.serializers import (
+    IdentitiesReplaceSerializer,
+    IdentitySerializer,
+    MemberCreateSerializer,
+    MemberSerializer,
+    MemberTagSerializer,
+    MemberUpdateSerializer,
+    MeUpdateSerializer,
+    NamespaceTagsReplaceSerializer,
+    TagSyncDocumentedSerializer,
+    TagSyncItemSerializer,
+    TagSyncResponseSerializer,
+    TagSyncSerializer,
+)
+from members.filters import MemberFilter
+from members.models import Member
+from members.services import TagInput, TagSyncItem, TagSyncMode
+
+
+def actor_of(request: Request) -> Actor:
+    return actor_for_user(request.user)
+
+
+def _member_response(request: Request, member_id: UUID, status_code: int = 200) -> Response:
+    """Re-read through the selector (with its prefetches) before rendering."""
+    member = selectors.member_get_for_actor(actor=actor_of(request), member_id=member_id)
+    return Response(MemberSerializer(member).data, status=status_code)
+
+
+class MemberListCreateView(generics.ListAPIView):
+    serializer_class = MemberSerializer
+    filterset_class = MemberFilter
+    operator_permissions = {"GET": ["members.view_member"], "POST": ["members.add_member"]}
+    partner_scopes = {"GET": Scope.MEMBERS_READ, "POST": Scope.MEMBERS_WRITE}
+
+    def get_queryset(self) -> QuerySet[Member]:
+        return selectors.member_list_for_actor(actor=actor_of(self.request))
+
+    @extend_schema(request=MemberCreateSerializer, responses={201: MemberSerializer})
+    def post(self, request: Request) -> Response:
+        data = MemberCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+
+        def effect() -> Response:
+            member = services.member_create(
+                **data.validated_data, actor=actor_of(request), at=timezone.now()
+            )
+            return _member_response(request, member.pk, status.HTTP_201_CREATED)
+
+        return run_idempotent(request, effect)
+
+
+class MemberDetailView(APIView):
+    member_access = ("GET",)
+    operator_permissions = {
+        "GET": ["members.view_member"],
+        "PATCH": ["members.change_member"],
+        "DELETE": ["members.delete_member"],
+    }
+    partner_scopes = {"GET": Scope.MEMBERS_READ, "PATCH": Scope.MEMBERS_WRITE}
+
+    @extend_schema(responses=MemberSerializer)
+    def get(self, request: Request, member_id: UUID) -> Response:
+        return _member_response(request, member_id)
+
+    @extend_schema(request=MemberUpdateSerializer, responses=MemberSerializer)
+    def patch(self, request: Request, member_id: UUID) -> Response:
+        actor = actor_of(request)
+        member = selectors.member_get_for_actor(actor=actor, member_id=member_id)
+        data = MemberUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.member_update(
+            member=member, changes=data.validated_data, actor=actor, at=timezone.now()
+        )
+        return _member_response(request, member_id)
+
+    @extend_schema(
+        responses={204: None},
+        description="Erase the member's personal data; the ledger and tier history stay.",
+    )
+    def delete(self, request: Request, member_id: UUID) -> Response:
+        actor = actor_of(request)
+        member = selectors.member_get_for_actor(actor=actor, member_id=member_id)
+        services.member_erase(member=member, actor=actor, at=timezone.now())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberIdentitiesView(APIView):
+    member_access = ("GET",)
+    operator_permissions = {"GET": ["members.view_identity"], "PUT": ["members.change_identity"]}
+    partner_scopes = {"GET": Scope.MEMBERS_READ, "PUT": Scope.MEMBERS_WRITE}
+
+    @extend_schema(responses=IdentitySerializer(many=True))
+    def get(self, request: Request, member_id: UUID) -> Response:
+        member = selectors.member_get_for_actor(actor=actor_of(request), member_id=member_id)
+        return Response(IdentitySerializer(selectors.identity_list(member=member), many=True).data)
+
+    @extend_schema(request=IdentitiesReplaceSerializer, responses=IdentitySerializer(many=True))
+    def put(self, request: Request, member_id: UUID) -> Response:
+        actor = actor_of(request)
+        member = selectors.member_get_for_actor(actor=actor, member_id=member_id)
+        data = IdentitiesReplaceSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        pairs = [(item["provider"], item["value"]) for item in data.validated_data["identities"]]
+        identities = services.identities_replace(
+            member=member, identities=pairs, actor=actor, at=timezone.now()
+        )
+        return Response(IdentitySerializer(identities, many=True).data)
+
+
+class MemberTagsView(APIView):
+    member_access = ("GET",)
+    operator_permissions = {"GET": ["members.view_membertag"]}
+    partner_scopes = {"GET": Scope.MEMBERS_READ}
+
+    @extend_schema(responses=MemberTagSerializer(many=True))
+    def get(self, request: Request, member_id: UUID) -> Response:
+        member = selectors.member_get_for_actor(actor=actor_of(request), member_id=member_id)
+        tags = selectors.member_tags_list(member=member, at=timezone.now())
+        return Response(MemberTagSerializer(tags, many=True).data)
+
+
+class MemberNamespaceTagsView(APIView):
+    operator_permissions = {"GET": ["members.view_membertag"], "PUT": ["members.change_membertag"]}
+    partner_scopes = {"GET": Scope.MEMBERS_READ, "PUT": Scope.TAGS_WRITE}
+    member_access = ("GET",)
+
+    @extend_schema(
+        operation_id="members_tags_namespace_list", responses=MemberTagSerializer(many=True)
+    )
+    def get(self, request: Request, member_id: UUID, namespace: str) -> Response:
+        member = selectors.member_get_for_actor(actor=actor_of(request), member_id=member_id)
+        tags = selectors.member_tags_list(member=member, at=timezone.now(), namespace=namespace)
+        return Response(MemberTagSerializer(tags, many=True).data)
+
+    @extend_schema(
+        request=NamespaceTagsReplaceSerializer,
+        responses=MemberTagSerializer(many=True),
+        description="Replace the member's whole tag set in this namespace.",
+    )
+    def put(self, request: Request, member_id: UUID, namespace: str) -> Response:
+        actor = actor_of(request)
+        member = selectors.member_get_for_actor(actor=actor, member_id=member_id)
+        data = NamespaceTagsReplaceSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        now = timezone.now()
+        services.tags_replace_namespace(
+            member=member,
+            namespace=namespace,
+            tags=[TagInput(**tag) for tag in data.validated_data["tags"]],
+            actor=actor,
+            at=now,
+        )
+        tags = selectors.member_tags_list(member=member, at=now, namespace=namespace)
+        return Response(MemberTagSerializer(tags, many=True).data)
+
+
+class TagSyncView(APIView):
+    operator_permissions = {"POST": ["members.change_membertag"]}
+    partner_scopes = {"POST": Scope.TAGS_WRITE}
+
+    @extend_schema(
+        request=TagSyncDocumentedSerializer,
+        responses=TagSyncResponseSerializer,
+        description=(
+            "Bulk tag sync for up to 1,000 members in one namespace. `replace` makes each listed "
+            "member's tags exactly the given set; `merge` adds and updates, removing nothing. "
+            "Each member gets its own result: updated, unchanged, not_found or rejected."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        envelope = TagSyncSerializer(data=request.data)
+        envelope.is_valid(raise_exception=True)
+        items, positions, rejected = _validate_sync_items(envelope.validated_data["members"])
+
+        def effect() -> Response:
+            results = services.tags_sync(
+                namespace=envelope.validated_data["namespace"],
+                mode=TagSyncMode(envelope.validated_data["mode"]),
+                items=items,
+                actor=actor_of(request),
+                at=timezone.now(),
+            )
+            by_position = dict(zip(positions, results, strict=True))
+            body = [
+                rejected.get(position) or _result_body(by_position[position])
+                for position in range(len(envelope.validated_data["members"]))
+            ]
+            return Response({"results": body})
+
+        return run_idempotent(request, effect)
+
+
+def _validate_sync_items(
+    raw_items: list[Any],
+) -> tuple[list[TagSyncItem], list[int], dict[int, dict[str, Any]]]:
+    """Validate each item on its own: one bad item is rejected, the others still sync."""
+    items: list[TagSyncItem] = []
+    positions: list[int] = []
+    rejected: dict[int, dict[str, Any]] = {}
+    seen: set[str] = set()
+    for position, raw in enumerate(raw_items):
+        item = TagSyncItemSerializer(data=raw)
+        if not item.is_valid():
+            external_id = raw.get("external_id") if isinstance(raw, dict) else None
+            rejected[position] = _rejected_body(external_id, ValidationError(item.errors))
+            continue
+        external_id = item.validated_data["external_id"]
+        if external_id in seen:
+            error = ValidationError({"external_id": ["This member is listed twice."]})
+            rejected[position] = _rejected_body(external_id, error)
+            continue
+        seen.add(external_id)
+        tags = [TagInput(**tag) for tag in item.validated_data["tags"]]
+        items.append(TagSyncItem(external_id=external_id, tags=tags))
+        positions.append(position)
+    return items, positions, rejected
+
+
+def _rejected_body(external_id: Any, error: ValidationError) -> dict[str, Any]:
+    return {
+        "external_id": str(external_id) if external_id is not None else "",
+        "status": "rejected",
+        "member_id": None,
+        "errors": list(flatten_errors(error.detail)),
+    }
+
+
+def _result_body(result: services.TagSyncResult) -> dict[str, Any]:
+    return {
+        "external_id": result.external_id,
+        "status": result.status.value,
+        "member_id": str(result.member_id) if result.member_id else None,
+        "errors": result.errors,
+    }
+
+
+class MeView(APIView):
+    """The signed-in member's own profile."""
+
+    member_access = ("GET", "PATCH")
+
+    @extend_schema(responses=MemberSerializer)
+    def get(self, request: Request) -> Response:
+        return _member_response(request, actor_of(request).member_id)  # type: ignore[arg-type]
+
+    @extend_schema(request=MeUpdateSerializer, responses=MemberSerializer)
+    def patch(self, request: Request) -> Response:
+        actor = actor_of(request)
+        member = selectors.member_get_for_actor(actor=actor, member_id=actor.member_id)  # type: ignore[arg-type]
+        data = MeUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.member_update(
+            member=member, changes=data.validated_data, actor=actor, at=timezone.now()
+        )
+        return _member_response(request, member.pk)

@@ -1,0 +1,121 @@
+"""Load demo data (idempotent): an operator, a member login, a partner, members with tags."""
+
+import random
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+from django.utils import timezone
+from tqdm import tqdm
+
+from core.actors import system_actor
+from core.models import Partner, Scope
+from core.schedules import schedules_sync
+from core.services import partner_create, partner_key_issue, partner_keys_revoke
+from members.models import Member, TagCategory
+from members.services import (
+    TagInput,
+    TagSyncItem,
+    TagSyncMode,
+    identities_replace,
+    member_create,
+    tags_sync,
+)
+
+OPERATOR_USERNAME = "operator"
+OPERATOR_PASSWORD = "operator-demo-password"  # noqa: S105 - demo credentials, printed on purpose
+MEMBER_USERNAME = "member"
+MEMBER_PASSWORD = "member-demo-password"  # noqa: S105 - demo credentials, printed on purpose
+PARTNER_NAME = "Demo Shop"
+
+_INTERESTS = ("skincare", "coffee", "outdoor", "gaming", "fashion", "fitness")
+
+
+class Command(BaseCommand):
+    help = (
+        "Load demo data; safe to run again (existing rows are kept, a fresh partner key is issued)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--members", type=int, default=200)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        now = timezone.now()
+        actor = system_actor("seed_demo")
+        rng = random.Random(42)  # noqa: S311 - the same demo every time, not a secret
+
+        schedules_sync()
+        user_model = get_user_model()
+        operator, created = user_model.objects.get_or_create(
+            username=OPERATOR_USERNAME, defaults={"is_staff": True, "is_superuser": True}
+        )
+        if created:
+            operator.set_password(OPERATOR_PASSWORD)
+            operator.save()
+
+        with transaction.atomic():
+            partner = Partner.objects.filter(name=PARTNER_NAME).first()
+            if partner is None:
+                partner, key = partner_create(name=PARTNER_NAME, scopes=Scope.values, at=now)
+            else:
+                # Keys are stored hashed, so the old one cannot be shown again: issue a new one.
+                partner_keys_revoke(partner=partner)
+                key = partner_key_issue(partner=partner, name="demo")
+
+        wanted = [f"demo-{number:05d}" for number in range(1, options["members"] + 1)]
+        existing = set(
+            Member.objects.filter(external_id__in=wanted).values_list("external_id", flat=True)
+        )
+        for external_id in tqdm(wanted, desc="demo members", unit="member", file=self.stderr):
+            if external_id in existing:
+                continue
+            with transaction.atomic():
+                member = member_create(
+                    external_id=external_id,
+                    display_name=f"Demo Member {external_id[-5:]}",
+                    email=f"{external_id}@example.com",
+                    actor=actor,
+                    at=now,
+                )
+                identities_replace(
+                    member=member,
+                    identities=[("wechat-openid", f"o-{external_id}")],
+                    actor=actor,
+                    at=now,
+                )
+
+        items = [
+            TagSyncItem(
+                external_id=external_id,
+                tags=[
+                    TagInput(
+                        key="interest", value=rng.choice(_INTERESTS), category=TagCategory.SHOPPING
+                    ),
+                    TagInput(
+                        key="newsletter",
+                        value=rng.choice(("yes", "no")),
+                        category=TagCategory.SOCIAL,
+                    ),
+                ],
+            )
+            for external_id in wanted
+        ]
+        tags_sync(
+            namespace=partner.namespace, mode=TagSyncMode.MERGE, items=items, actor=actor, at=now
+        )
+
+        member_user, created = user_model.objects.get_or_create(username=MEMBER_USERNAME)
+        if created:
+            member_user.set_password(MEMBER_PASSWORD)
+            member_user.save()
+            Member.objects.filter(external_id=wanted[0], user__isnull=True).update(user=member_user)
+
+        self.stdout.write(
+            "\nDemo data is ready.\n"
+            f"  Admin and operator login: {OPERATOR_USERNAME} / {OPERATOR_PASSWORD}\n"
+            f"  Member login:             {MEMBER_USERNAME} / {MEMBER_PASSWORD} ({wanted[0] if wanted else '-'})\n"
+            f"  Partner {PARTNER_NAME!r} API key (namespace {partner.namespace!r}, all scopes):\n"
+            f"    {key}\n"
+            "  API docs: http://127.0.0.1:8000/api/docs/  Admin: http://127.0.0.1:8000/admin/\n"
+        )

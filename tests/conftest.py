@@ -1,0 +1,129 @@
+"""Shared fixtures: clients per role, members built through services."""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from core.actors import system_actor
+from core.api.tokens import member_token_pair, operator_token_pair
+from core.models import Partner, Scope
+from core.services import partner_create
+from members.models import Member
+from members.services import member_create
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``postgres`` need real row locks; they are skipped only on SQLite."""
+    from django.conf import settings
+
+    if settings.IS_POSTGRES:
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache() -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture
+def make_member(db: Any) -> Callable[..., Member]:
+    counter = iter(range(1, 1_000_000))
+
+    def make(external_id: str | None = None, **fields: Any) -> Member:
+        return member_create(
+            external_id=external_id or f"m-{next(counter):06d}",
+            display_name=fields.pop("display_name", "Member"),
+            actor=system_actor("tests"),
+            at=fields.pop("at", timezone.now()),
+            **fields,
+        )
+
+    return make
+
+
+@pytest.fixture
+def member(make_member: Callable[..., Member]) -> Member:
+    return make_member("member-self", display_name="Self")
+
+
+@pytest.fixture
+def other_member(make_member: Callable[..., Member]) -> Member:
+    return make_member("member-other", display_name="Other")
+
+
+def _bearer(token: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+@pytest.fixture
+def anonymous_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def member_client(member: Member) -> APIClient:
+    return _bearer(member_token_pair(member.pk)["access"])
+
+
+@pytest.fixture
+def superuser(db: Any) -> User:
+    return User.objects.create_user(
+        "root-op", password="pw-root-op-123", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def operator_client(superuser: User) -> APIClient:
+    return _bearer(operator_token_pair(superuser)["access"])
+
+
+@pytest.fixture
+def make_operator_client(db: Any) -> Callable[..., APIClient]:
+    """An operator (staff) holding exactly the given permissions (``app.codename``)."""
+
+    def make(*perms: str) -> APIClient:
+        user = User.objects.create_user(f"op-{User.objects.count()}", is_staff=True)
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        return _bearer(operator_token_pair(user)["access"])
+
+    return make
+
+
+@pytest.fixture
+def make_partner(db: Any) -> Callable[..., tuple[Partner, APIClient]]:
+    def make(name: str = "Shop", scopes: list[str] | None = None) -> tuple[Partner, APIClient]:
+        partner, key = partner_create(
+            name=name, scopes=Scope.values if scopes is None else scopes, at=timezone.now()
+        )
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+        return partner, client
+
+    return make
+
+
+@pytest.fixture
+def partner_client(make_partner: Callable[..., tuple[Partner, APIClient]]) -> APIClient:
+    return make_partner("Shop")[1]
+
+
+@pytest.fixture
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
