@@ -31,11 +31,17 @@ def _invalid_credentials() -> AuthenticationFailed:
     )
 
 
-class TokenObtainView(APIView):
-    """Operators and members sign in with username and password and get a JWT pair."""
-
+class _SignInView(APIView):
     authentication_classes = ()
     permission_classes = (AllowAny,)
+
+    def get_authenticate_header(self, request: Request) -> str:
+        # Failed sign-ins are 401 with a challenge, not 403.
+        return 'Bearer realm="api"'
+
+
+class TokenObtainView(_SignInView):
+    """Operators and members sign in with username and password and get a JWT pair."""
 
     @extend_schema(request=TokenObtainInputSerializer, responses=TokenPairSerializer, auth=[])
     def post(self, request: Request) -> Response:
@@ -52,11 +58,8 @@ class TokenObtainView(APIView):
         return Response(member_token_pair(member.pk))
 
 
-class TokenRefreshView(APIView):
+class TokenRefreshView(_SignInView):
     """Exchange a refresh token for a new pair (the refresh token rotates)."""
-
-    authentication_classes = ()
-    permission_classes = (AllowAny,)
 
     @extend_schema(request=TokenRefreshInputSerializer, responses=TokenPairSerializer, auth=[])
     def post(self, request: Request) -> Response:

@@ -1,0 +1,245 @@
+"""Function- and object-level access for every endpoint built so far, per role.
+
+Roles: anonymous, the member themselves, another member, an operator with and without the Django
+permission, a partner with and without the scope. A member addressing another member's id gets
+404 (BOLA), never 403.
+"""
+
+import pytest
+from rest_framework.test import APIClient
+
+from core.api.tokens import member_token_pair
+
+ALL_SCOPES = [
+    "members:read",
+    "members:write",
+    "members:token",
+    "tags:write",
+    "events:write",
+    "points:award",
+    "webhooks:manage",
+]
+
+# (label, method, path template, body, operator permission, partner scope, member may, ok status)
+ENDPOINTS = [
+    (
+        "list members",
+        "get",
+        "/api/v1/members/",
+        None,
+        "members.view_member",
+        "members:read",
+        False,
+        200,
+    ),
+    (
+        "create member",
+        "post",
+        "/api/v1/members/",
+        {"external_id": "new-1", "display_name": "N"},
+        "members.add_member",
+        "members:write",
+        False,
+        201,
+    ),
+    (
+        "read member",
+        "get",
+        "/api/v1/members/{id}/",
+        None,
+        "members.view_member",
+        "members:read",
+        True,
+        200,
+    ),
+    (
+        "edit member",
+        "patch",
+        "/api/v1/members/{id}/",
+        {"display_name": "E"},
+        "members.change_member",
+        "members:write",
+        False,
+        200,
+    ),
+    (
+        "erase member",
+        "delete",
+        "/api/v1/members/{id}/",
+        None,
+        "members.delete_member",
+        None,
+        False,
+        204,
+    ),
+    (
+        "read identities",
+        "get",
+        "/api/v1/members/{id}/identities/",
+        None,
+        "members.view_identity",
+        "members:read",
+        True,
+        200,
+    ),
+    (
+        "replace identities",
+        "put",
+        "/api/v1/members/{id}/identities/",
+        {"identities": [{"provider": "openid", "value": "o-1"}]},
+        "members.change_identity",
+        "members:write",
+        False,
+        200,
+    ),
+    (
+        "read tags",
+        "get",
+        "/api/v1/members/{id}/tags/",
+        None,
+        "members.view_membertag",
+        "members:read",
+        True,
+        200,
+    ),
+    (
+        "replace namespace tags",
+        "put",
+        "/api/v1/members/{id}/tags/shop/",
+        {"tags": [{"key": "vip"}]},
+        "members.change_membertag",
+        "tags:write",
+        False,
+        200,
+    ),
+    (
+        "tag sync",
+        "post",
+        "/api/v1/tag-sync/",
+        {
+            "namespace": "shop",
+            "mode": "merge",
+            "members": [{"external_id": "member-self", "tags": []}],
+        },
+        "members.change_membertag",
+        "tags:write",
+        False,
+        200,
+    ),
+    ("tiers", "get", "/api/v1/tiers/", None, None, "members:read", True, 200),
+]
+
+
+def _call(client: APIClient, method: str, path: str, body: dict | None):
+    return (
+        getattr(client, method)(path, body) if body is not None else getattr(client, method)(path)
+    )
+
+
+@pytest.fixture
+def setup(member, other_member, make_partner, make_operator_client):
+    shop, _ = make_partner("Shop", scopes=[])
+    return {"member": member, "other": other_member, "shop": shop}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[endpoint[0] for endpoint in ENDPOINTS])
+@pytest.mark.parametrize(
+    "role",
+    [
+        "anonymous",
+        "member self",
+        "member other",
+        "operator with permission",
+        "operator without permission",
+        "partner with scope",
+        "partner without scope",
+    ],
+)
+def test_access(setup, make_operator_client, role, endpoint):
+    label, method, template, body, permission, scope, member_may, ok = endpoint
+    member, other = setup["member"], setup["other"]
+    path = template.format(id=member.pk)
+    client: APIClient
+    expected: int
+    if role == "anonymous":
+        client, expected = APIClient(), 401
+    elif role == "member self":
+        client = _member_client(member)
+        expected = ok if member_may else 403
+    elif role == "member other":
+        client = _member_client(other)
+        expected = (404 if "{id}" in template else ok) if member_may else 403
+    elif role == "operator with permission":
+        client = make_operator_client(*([permission] if permission else []))
+        expected = ok
+    elif role == "operator without permission":
+        client = make_operator_client()
+        expected = 403 if permission else ok
+    elif role == "partner with scope":
+        from core.models import Partner
+
+        Partner.objects.filter(pk=setup["shop"].pk).update(scopes=[scope] if scope else [])
+        client = _partner_client(setup["shop"])
+        expected = ok if scope else 403
+    else:
+        from core.models import Partner
+
+        Partner.objects.filter(pk=setup["shop"].pk).update(
+            scopes=[s for s in ALL_SCOPES if s != scope]
+        )
+        client = _partner_client(setup["shop"])
+        expected = 403
+
+    response = _call(client, method, path, body)
+
+    assert response.status_code == expected, (label, role, response.content[:300])
+    if expected >= 400:
+        assert response["Content-Type"].startswith("application/problem+json")
+
+
+def _member_client(member) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {member_token_pair(member.pk)['access']}")
+    return client
+
+
+def _partner_client(partner) -> APIClient:
+    from core.services import partner_key_issue
+
+    key = partner_key_issue(partner=partner, name="test")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    return client
+
+
+def test_member_cannot_read_another_members_id_even_when_it_exists(member, other_member):
+    client = _member_client(member)
+
+    for path in ("", "identities/", "tags/", "tags/shop/"):
+        response = client.get(f"/api/v1/members/{other_member.pk}/{path}")
+        assert response.status_code == 404, path
+
+
+def test_member_cannot_set_tier_or_lifecycle_on_themselves(member):
+    client = _member_client(member)
+
+    response = client.patch("/api/v1/me/", {"tier": "kol", "lifecycle_stage": "active"})
+
+    assert response.status_code == 400
+    member.refresh_from_db()
+    assert (member.tier_id, member.lifecycle_stage) == ("basic", "new")
+
+
+def test_member_edits_own_display_name_and_recognition(member):
+    client = _member_client(member)
+
+    response = client.patch("/api/v1/me/", {"display_name": "Me", "public_recognition": True})
+
+    assert response.status_code == 200
+    member.refresh_from_db()
+    assert (member.display_name, member.public_recognition) == ("Me", True)
+
+
+def test_partner_and_operator_have_no_me(partner_client, operator_client):
+    assert partner_client.get("/api/v1/me/").status_code == 403
+    assert operator_client.get("/api/v1/me/").status_code == 403

@@ -1,0 +1,225 @@
+"""Cross-cutting plumbing: health, throttling, schema, problem rendering, commands."""
+
+import io
+from unittest import mock
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+from rest_framework.settings import api_settings
+from rest_framework.test import APIClient
+
+from core.api.exceptions import flatten_errors
+from core.models import Partner, PartnerAPIKey
+from tests.helpers import assert_problem
+
+
+def test_health_reports_database_and_unconfigured_broker(db):
+    response = APIClient().get("/health/")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "broker": "not_configured"},
+    }
+
+
+@override_settings(
+    CELERY_BROKER_URL="redis://127.0.0.1:1/0", LOYALTY_BROKER_HEALTH_TIMEOUT_SECONDS=0.5
+)
+def test_health_is_503_when_the_broker_is_down(db):
+    response = APIClient().get("/health/")
+
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "ok", "broker": "down"}
+
+
+def test_health_is_503_when_the_database_is_down(db):
+    with mock.patch("core.api.views._database_ok", return_value=False):
+        response = APIClient().get("/health/")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "down"
+
+
+@pytest.fixture
+def low_rates():
+    rates = {"operator": "3/min", "partner": "3/min", "member": "2/min", "anonymous": "2/min"}
+    with mock.patch.dict(api_settings.DEFAULT_THROTTLE_RATES, rates):
+        yield
+
+
+def test_member_is_throttled_with_retry_after(low_rates, member_client):
+    statuses = [member_client.get("/api/v1/me/").status_code for _ in range(3)]
+
+    response = member_client.get("/api/v1/me/")
+
+    assert statuses == [200, 200, 429]
+    problem = assert_problem(response, 429, "throttled")
+    assert int(response["Retry-After"]) >= 1
+    assert problem["detail"]
+
+
+def test_throttling_is_per_client_not_shared(low_rates, make_member):
+    from core.api.tokens import member_token_pair
+
+    clients = []
+    for external_id in ("t-1", "t-2"):
+        client = APIClient()
+        token = member_token_pair(make_member(external_id).pk)["access"]
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        clients.append(client)
+
+    first = [clients[0].get("/api/v1/me/").status_code for _ in range(3)]
+    second = clients[1].get("/api/v1/me/").status_code
+
+    assert first == [200, 200, 429]
+    assert second == 200
+
+
+def test_default_rates_meet_the_spec():
+    rates = api_settings.DEFAULT_THROTTLE_RATES
+
+    assert rates["operator"] == "6000/min"
+    assert rates["partner"] == "6000/min"
+    assert rates["member"] == "600/min"
+
+
+def test_openapi_schema_generates_without_warnings(db):
+    out = io.StringIO()
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null", stdout=out)
+
+
+def test_schema_docs_and_redoc_are_served_offline(db):
+    client = APIClient()
+
+    schema = client.get("/api/schema/")
+    docs = client.get("/api/docs/")
+    redoc = client.get("/api/redoc/")
+
+    assert schema.status_code == 200
+    assert b"/api/v1/tag-sync/" in schema.content
+    assert docs.status_code == 200
+    assert b"swagger-ui" in docs.content
+    assert b"//cdn" not in docs.content
+    assert b"https://" not in docs.content.split(b"<body")[0]
+    assert redoc.status_code == 200
+    assert b"fonts.googleapis" not in redoc.content
+
+
+def test_unexpected_error_is_a_generic_500_problem(operator_client):
+    with mock.patch("members.selectors.member_list_for_actor", side_effect=RuntimeError("secret")):
+        response = operator_client.get("/api/v1/members/")
+
+    body = assert_problem(response, 500, "server_error")
+    assert "secret" not in response.content.decode()
+    assert body["instance"] == "/api/v1/members/"
+
+
+def test_flatten_errors_gives_paths_and_pointers():
+    errors = list(
+        flatten_errors({"items": [{}, {"points": ["Too small."]}], "non_field_errors": ["Bad."]})
+    )
+
+    assert errors == [
+        {
+            "attr": "items.1.points",
+            "pointer": "#/items/1/points",
+            "code": "invalid",
+            "detail": "Too small.",
+        },
+        {"attr": None, "pointer": "#", "code": "invalid", "detail": "Bad."},
+    ]
+
+
+def test_create_partner_prints_key_last_and_stores_only_its_hash(db):
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command(
+        "create_partner", "Brand CRM", "--scopes", "members:read,tags:write", stdout=out, stderr=err
+    )
+
+    key = out.getvalue().strip().splitlines()[-1]
+    partner = Partner.objects.get(name="Brand CRM")
+    assert partner.namespace == "brand-crm"
+    assert partner.scopes == ["members:read", "tags:write"]
+    stored = PartnerAPIKey.objects.get(partner=partner)
+    assert key not in (stored.hashed_key, stored.id)
+    assert PartnerAPIKey.objects.get_from_key(key) == stored
+
+
+def test_create_partner_rejects_unknown_scope(db):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="Unknown scopes: points:steal"):
+        call_command(
+            "create_partner",
+            "Bad",
+            "--scopes",
+            "points:steal",
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+
+    assert not Partner.objects.exists()
+
+
+def test_seed_demo_is_idempotent_and_prints_working_credentials(db):
+    from members.models import Member
+
+    call_command("seed_demo", "--members", "5", stdout=io.StringIO(), stderr=io.StringIO())
+    out = io.StringIO()
+    call_command("seed_demo", "--members", "5", stdout=out, stderr=io.StringIO())
+
+    assert Member.objects.count() == 5
+    key = out.getvalue().split("all scopes):")[1].split()[0]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    assert client.get("/api/v1/members/").status_code == 200
+    login = APIClient().post(
+        "/api/v1/auth/token/", {"username": "operator", "password": "operator-demo-password"}
+    )
+    assert login.status_code == 200
+    member_login = APIClient().post(
+        "/api/v1/auth/token/", {"username": "member", "password": "member-demo-password"}
+    )
+    assert member_login.status_code == 200
+
+
+def test_purge_removes_only_old_idempotency_records(db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from core.models import IdempotencyRecord
+    from core.services import idempotency_records_purge
+
+    now = timezone.now()
+    for hours, key in ((25, "old"), (1, "new")):
+        IdempotencyRecord.objects.create(
+            owner="o",
+            key=key,
+            method="POST",
+            path="/",
+            fingerprint="f",
+            response_status=201,
+            created_at=now - timedelta(hours=hours),
+        )
+
+    deleted = idempotency_records_purge(at=now, retention=timedelta(hours=24))
+
+    assert deleted == 1
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
+
+
+def test_schedules_sync_keeps_operator_edits(db):
+    from django_celery_beat.models import PeriodicTask
+
+    from core.schedules import SCHEDULES, schedules_sync
+
+    assert schedules_sync() == len(SCHEDULES)
+    PeriodicTask.objects.filter(name=SCHEDULES[0].name).update(enabled=False)
+
+    assert schedules_sync() == 0
+    assert PeriodicTask.objects.get(name=SCHEDULES[0].name).enabled is False
