@@ -30,6 +30,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
+def _seeded_data_after_flush(request: pytest.FixtureRequest) -> None:
+    """Transactional tests flush every table, data migrations' rows included: seed them again."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("transaction"):
+        return
+    request.getfixturevalue("transactional_db")
+    from tiers.ladder import ladder_seed
+    from tiers.models import Tier
+
+    ladder_seed(Tier)
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache() -> None:
     from django.core.cache import cache
 

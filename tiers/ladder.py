@@ -1,0 +1,25 @@
+"""The default ladder (SPEC §2), shared by the seeding data migration and test set-up."""
+
+from decimal import Decimal
+from typing import Any
+
+DEFAULT_LADDER = (
+    ("basic", "Basic", 0, "Receives content passively.", Decimal("0.45")),
+    ("active", "Active", 1, "Takes part in discussion and interaction.", Decimal("0.28")),
+    ("koc", "KOC", 2, "Key opinion consumer: creates content.", Decimal("0.12")),
+    ("kol", "KOL", 3, "Key opinion leader: represents the brand.", Decimal("0.05")),
+)
+
+
+def ladder_seed(tier_model: Any) -> None:
+    """Create or refresh the four default tiers with the given Tier model (historical or real)."""
+    for code, name, rank, description, share in DEFAULT_LADDER:
+        tier_model.objects.update_or_create(
+            code=code,
+            defaults={
+                "name": name,
+                "rank": rank,
+                "description": description,
+                "expected_share": share,
+            },
+        )
