@@ -1,5 +1,6 @@
 """Cross-cutting tables: partners and their API keys, idempotency records."""
 
+import uuid6
 from django.core.exceptions import ValidationError
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey, APIKeyManager
@@ -87,3 +88,33 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner} {self.key}"
+
+
+class OutboxEvent(models.Model):
+    """A domain event, written in the same transaction as the change that caused it.
+
+    Webhook delivery and the partners' polling feed read from here; ``dedupe_key`` makes an
+    event that must happen once per occurrence (a warning, a scenario) impossible to write twice.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid6.uuid7, editable=False)
+    event_type = models.CharField(max_length=64)
+    aggregate_id = models.CharField(max_length=64, help_text="The member (or other) it concerns.")
+    dedupe_key = models.CharField(max_length=200)
+    payload = models.JSONField(default=dict)
+    occurred_at = models.DateTimeField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(
+                fields=("event_type", "dedupe_key"), name="outbox_event_type_dedupe_unique"
+            ),
+        )
+        indexes = (
+            models.Index(fields=("-created_at", "-id"), name="outbox_created_idx"),
+            models.Index(fields=("aggregate_id", "-created_at"), name="outbox_aggregate_idx"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.aggregate_id}"

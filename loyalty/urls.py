@@ -7,6 +7,7 @@ from core.api.views import HealthView
 api_v1 = [
     path("", include("members.api.urls")),
     path("", include("tiers.api.urls")),
+    path("", include("rewards.api.urls")),
 ]
 
 urlpatterns = [

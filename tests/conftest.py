@@ -36,10 +36,15 @@ def _seeded_data_after_flush(request: pytest.FixtureRequest) -> None:
     if marker is None or not marker.kwargs.get("transaction"):
         return
     request.getfixturevalue("transactional_db")
+    from django.utils import timezone
+
+    from rewards.defaults import earning_rules_seed
+    from rewards.models import EarningRule
     from tiers.ladder import ladder_seed
     from tiers.models import Tier
 
     ladder_seed(Tier)
+    earning_rules_seed(EarningRule, at=timezone.now())
 
 
 @pytest.fixture(autouse=True)

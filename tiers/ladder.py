@@ -9,17 +9,26 @@ DEFAULT_LADDER = (
     ("koc", "KOC", 2, "Key opinion consumer: creates content.", Decimal("0.12")),
     ("kol", "KOL", 3, "Key opinion leader: represents the brand.", Decimal("0.05")),
 )
+DEFAULT_MULTIPLIERS = {
+    "basic": Decimal("1.00"),
+    "active": Decimal("1.10"),
+    "koc": Decimal("1.25"),
+    "kol": Decimal("1.50"),
+}
 
 
-def ladder_seed(tier_model: Any) -> None:
-    """Create or refresh the four default tiers with the given Tier model (historical or real)."""
+def ladder_seed(tier_model: Any, *, with_multipliers: bool = True) -> None:
+    """Create or refresh the four default tiers with the given Tier model (historical or real).
+
+    The first data migration predates the multiplier column, so it seeds without it.
+    """
     for code, name, rank, description, share in DEFAULT_LADDER:
-        tier_model.objects.update_or_create(
-            code=code,
-            defaults={
-                "name": name,
-                "rank": rank,
-                "description": description,
-                "expected_share": share,
-            },
-        )
+        defaults: dict[str, Any] = {
+            "name": name,
+            "rank": rank,
+            "description": description,
+            "expected_share": share,
+        }
+        if with_multipliers:
+            defaults["points_multiplier"] = DEFAULT_MULTIPLIERS[code]
+        tier_model.objects.update_or_create(code=code, defaults=defaults)

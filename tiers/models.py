@@ -27,12 +27,22 @@ class Tier(models.Model):
         help_text="The share of members a healthy community expects at this tier (0 to 1).",
     )
 
+    points_multiplier = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=Decimal(1),
+        help_text="Earning rules multiply points by this (floored to whole points).",
+    )
+
     class Meta:
         ordering = ("rank",)
         constraints = (
             models.CheckConstraint(
                 condition=models.Q(expected_share__gte=0, expected_share__lte=1),
                 name="tier_expected_share_between_0_and_1",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(points_multiplier__gte=1), name="tier_points_multiplier_gte_1"
             ),
         )
 

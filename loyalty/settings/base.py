@@ -188,6 +188,12 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]",
+    "ENUM_NAME_OVERRIDES": {
+        "PointsReasonEnum": "rewards.models.Reason",
+        "AwardReasonEnum": "rewards.api.serializers.AWARD_REASONS",
+        "DeductionReasonEnum": "rewards.api.serializers.DEDUCTION_REASONS",
+        "ReversalReasonEnum": "rewards.api.serializers.REVERSAL_REASONS",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.api.schema.add_problem_responses",
@@ -257,3 +263,8 @@ LOYALTY_BROKER_HEALTH_TIMEOUT_SECONDS = env.float(
     "LOYALTY_BROKER_HEALTH_TIMEOUT_SECONDS", default=2.0
 )
 LOYALTY_PROBLEM_TYPE_BASE = env.str("LOYALTY_PROBLEM_TYPE_BASE", default="urn:loyalty:problem:")
+LOYALTY_POINTS_EXPIRY_DAYS = env.int("LOYALTY_POINTS_EXPIRY_DAYS", default=365)
+LOYALTY_PURCHASE_PENDING_DAYS = env.int("LOYALTY_PURCHASE_PENDING_DAYS", default=14)
+LOYALTY_POINTS_EXPIRING_WARNING_DAYS = env.int("LOYALTY_POINTS_EXPIRING_WARNING_DAYS", default=30)
+LOYALTY_POINTS_MAX_AWARD = env.int("LOYALTY_POINTS_MAX_AWARD", default=10_000_000)
+LOYALTY_JOB_CHUNK_SIZE = env.int("LOYALTY_JOB_CHUNK_SIZE", default=1000)

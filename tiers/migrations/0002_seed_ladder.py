@@ -6,7 +6,7 @@ from tiers.ladder import ladder_seed
 
 
 def seed(apps, schema_editor):
-    ladder_seed(apps.get_model("tiers", "Tier"))
+    ladder_seed(apps.get_model("tiers", "Tier"), with_multipliers=False)
 
 
 class Migration(migrations.Migration):

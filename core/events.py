@@ -1,0 +1,56 @@
+"""Recording domain events into the outbox, inside the caller's transaction."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import uuid6
+
+from core.db import require_transaction
+from core.models import OutboxEvent
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    event_type: str
+    aggregate_id: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+    # Events without a natural once-only key get a unique one.
+    dedupe_key: str = field(default_factory=lambda: str(uuid6.uuid7()))
+
+
+def domain_events_record(*, events: Iterable[DomainEvent], at: datetime) -> int:
+    """Write events to the outbox in the caller's transaction; an event whose (type, dedupe key)
+    exists already is skipped. Returns how many rows the batch offered."""
+    require_transaction()
+    rows = [
+        OutboxEvent(
+            event_type=event.event_type,
+            aggregate_id=event.aggregate_id,
+            dedupe_key=event.dedupe_key,
+            payload=event.payload,
+            occurred_at=event.occurred_at,
+            created_at=at,
+        )
+        for event in events
+    ]
+    if rows:
+        OutboxEvent.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def domain_event_record(
+    *,
+    event_type: str,
+    aggregate_id: str,
+    payload: dict[str, Any],
+    at: datetime,
+    dedupe_key: str | None = None,
+) -> None:
+    """Write one event to the outbox in the caller's transaction."""
+    event = DomainEvent(event_type, aggregate_id, payload, at)
+    if dedupe_key is not None:
+        event = DomainEvent(event_type, aggregate_id, payload, at, dedupe_key)
+    domain_events_record(events=[event], at=at)

@@ -1,0 +1,258 @@
+"""HTTP interface of the points ledger and the daily check-in."""
+
+from uuid import UUID
+
+from django.db.models import QuerySet
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.actors import Actor
+from core.api.authentication import actor_for_user
+from core.api.idempotency import run_idempotent
+from core.models import Scope
+from members.selectors import member_get_for_actor, member_ids_by_external_id
+from rewards import selectors
+from rewards.api.serializers import (
+    AwardBatchResponseSerializer,
+    AwardBatchSerializer,
+    CheckInSerializer,
+    PointsAwardSerializer,
+    PointsBalanceSerializer,
+    PointsDeductionSerializer,
+    PointsEntrySerializer,
+    PointsReversalSerializer,
+)
+from rewards.filters import PointsEntryFilter
+from rewards.models import PointsEntry, Reason
+from rewards.services import earning, ledger
+
+
+def actor_of(request: Request) -> Actor:
+    return actor_for_user(request.user)
+
+
+def _entry_response(entry_id: int, status_code: int = status.HTTP_201_CREATED) -> Response:
+    entry = selectors.points_entries_list_by_ids(entry_ids=[entry_id])[0]
+    return Response(PointsEntrySerializer(entry).data, status=status_code)
+
+
+def _balance_response(member_id: UUID) -> Response:
+    balance = selectors.points_balance_get(member_id=member_id, at=timezone.now())
+    return Response(PointsBalanceSerializer(balance).data)
+
+
+class MemberPointsView(APIView):
+    member_access = ("GET",)
+    operator_permissions = {"GET": ["rewards.view_pointsentry"]}
+    partner_scopes = {"GET": Scope.MEMBERS_READ}
+
+    @extend_schema(responses=PointsBalanceSerializer)
+    def get(self, request: Request, member_id: UUID) -> Response:
+        member = member_get_for_actor(actor=actor_of(request), member_id=member_id)
+        return _balance_response(member.pk)
+
+
+class MemberPointsEntriesView(generics.ListAPIView):
+    serializer_class = PointsEntrySerializer
+    filterset_class = PointsEntryFilter
+    member_access = ("GET",)
+    operator_permissions = {"GET": ["rewards.view_pointsentry"]}
+    partner_scopes = {"GET": Scope.MEMBERS_READ}
+
+    def get_queryset(self) -> QuerySet[PointsEntry]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no member
+            return PointsEntry.objects.none()
+        member = member_get_for_actor(
+            actor=actor_of(self.request), member_id=self.kwargs["member_id"]
+        )
+        return selectors.points_entries_list(member_id=member.pk)
+
+
+class MemberPointsAwardView(APIView):
+    operator_permissions = {"POST": ["rewards.award_points"]}
+    partner_scopes = {"POST": Scope.POINTS_AWARD}
+
+    @extend_schema(request=PointsAwardSerializer, responses={201: PointsEntrySerializer})
+    def post(self, request: Request, member_id: UUID) -> Response:
+        actor = actor_of(request)
+        member = member_get_for_actor(actor=actor, member_id=member_id)
+        data = PointsAwardSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        fields.setdefault("reason", Reason.PARTNER if actor.is_partner else Reason.MANUAL)
+
+        def effect() -> Response:
+            entry = ledger.points_award(member=member, actor=actor, at=timezone.now(), **fields)
+            return _entry_response(entry.pk)
+
+        return run_idempotent(request, effect)
+
+
+class MemberPointsDeductionView(APIView):
+    operator_permissions = {"POST": ["rewards.deduct_points"]}
+
+    @extend_schema(request=PointsDeductionSerializer, responses={201: PointsEntrySerializer})
+    def post(self, request: Request, member_id: UUID) -> Response:
+        actor = actor_of(request)
+        member = member_get_for_actor(actor=actor, member_id=member_id)
+        data = PointsDeductionSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+
+        def effect() -> Response:
+            entry = ledger.points_deduct(
+                member=member, actor=actor, at=timezone.now(), **data.validated_data
+            )
+            return _entry_response(entry.pk)
+
+        return run_idempotent(request, effect)
+
+
+class PointsEntryReversalView(APIView):
+    operator_permissions = {"POST": ["rewards.reverse_points"]}
+    partner_scopes = {"POST": Scope.POINTS_AWARD}
+
+    @extend_schema(
+        request=PointsReversalSerializer,
+        responses={201: PointsEntrySerializer},
+        description=(
+            "Reverse an entry once. Reversing an earn (a refunded purchase, pending or not) takes "
+            "the points back even when they were spent, into a negative balance that blocks "
+            "spending until repaid. A partner may reverse only entries it created."
+        ),
+    )
+    def post(self, request: Request, entry_id: int) -> Response:
+        actor = actor_of(request)
+        entry = selectors.points_entry_get_for_actor(actor=actor, entry_id=entry_id)
+        data = PointsReversalSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+
+        def effect() -> Response:
+            reversal = ledger.points_reverse(
+                entry=entry, actor=actor, at=timezone.now(), **data.validated_data
+            )
+            return _entry_response(reversal.pk)
+
+        return run_idempotent(request, effect)
+
+
+class PointsAwardBatchView(APIView):
+    operator_permissions = {"POST": ["rewards.award_points"]}
+    partner_scopes = {"POST": Scope.POINTS_AWARD}
+
+    @extend_schema(
+        request=AwardBatchSerializer,
+        responses=AwardBatchResponseSerializer,
+        description=(
+            "Award up to 1,000 members in one request. The batch is one transaction: every "
+            "accepted item lands together, set-based. Per item: accepted (with its entry), "
+            "duplicate (its idempotency_key was used before) or rejected (unknown member)."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        actor = actor_of(request)
+        data = AwardBatchSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        items = data.validated_data["items"]
+        default_reason = Reason.PARTNER if actor.is_partner else Reason.MANUAL
+
+        def effect() -> Response:
+            now = timezone.now()
+            member_ids = member_ids_by_external_id(
+                external_ids=[item["external_id"] for item in items]
+            )
+            known = [item for item in items if item["external_id"] in member_ids]
+            results = iter(
+                ledger.points_award_batch(
+                    items=[
+                        ledger.AwardSpec(
+                            member_id=member_ids[item["external_id"]],
+                            points=item["points"],
+                            reason=item.get("reason") or default_reason,
+                            note=item["note"],
+                            expires_at=item["expires_at"],
+                            pending_until=item["pending_until"],
+                            idempotency_key=item["idempotency_key"],
+                        )
+                        for item in known
+                    ],
+                    actor=actor,
+                    at=now,
+                )
+            )
+            body = []
+            for item in items:
+                if item["external_id"] not in member_ids:
+                    body.append(
+                        {
+                            "external_id": item["external_id"],
+                            "status": "rejected",
+                            "entry_id": None,
+                            "balance_after": None,
+                            "errors": [
+                                {
+                                    "code": "unknown_member",
+                                    "detail": "No member with this external_id.",
+                                }
+                            ],
+                        }
+                    )
+                    continue
+                result = next(results)
+                body.append(
+                    {
+                        "external_id": item["external_id"],
+                        "status": result.status,
+                        "entry_id": result.entry.pk if result.entry else None,
+                        "balance_after": result.entry.balance_after if result.entry else None,
+                        "errors": result.errors,
+                    }
+                )
+            return Response({"results": body})
+
+        return run_idempotent(request, effect)
+
+
+class MePointsView(APIView):
+    member_access = ("GET",)
+
+    @extend_schema(responses=PointsBalanceSerializer)
+    def get(self, request: Request) -> Response:
+        return _balance_response(actor_of(request).member_id)  # type: ignore[arg-type]
+
+
+class MePointsEntriesView(generics.ListAPIView):
+    serializer_class = PointsEntrySerializer
+    filterset_class = PointsEntryFilter
+    member_access = ("GET",)
+
+    def get_queryset(self) -> QuerySet[PointsEntry]:
+        if getattr(self, "swagger_fake_view", False):
+            return PointsEntry.objects.none()
+        return selectors.points_entries_list(member_id=actor_of(self.request).member_id)  # type: ignore[arg-type]
+
+
+class MeCheckInView(APIView):
+    member_access = ("POST",)
+
+    @extend_schema(
+        request=None,
+        responses={201: CheckInSerializer, 200: CheckInSerializer},
+        description=(
+            "Check in for today (program time zone). The first call of the day awards the "
+            "check-in points (201); a repeat the same day returns the same check-in (200)."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        actor = actor_of(request)
+        member = member_get_for_actor(actor=actor, member_id=actor.member_id)  # type: ignore[arg-type]
+
+        def effect() -> Response:
+            result = earning.checkin_create(member=member, actor=actor, at=timezone.now())
+            code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+            return Response(CheckInSerializer(result.check_in).data, status=code)
+
+        return run_idempotent(request, effect)

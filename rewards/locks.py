@@ -1,0 +1,34 @@
+"""Named row locks of the rewards app. Global order: idempotency record -> member tier state ->
+points account -> reward stock; accounts among themselves by primary key."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+from core.db import require_transaction
+from rewards.models import PointsAccount
+
+
+def points_accounts_lock(*, member_ids: Sequence[UUID], at: datetime) -> dict[UUID, PointsAccount]:
+    """Lock the members' points accounts (creating missing ones), in primary-key order.
+
+    Locks are taken at once (the queryset is evaluated here), ordered by member id so that two
+    batches over the same members can never deadlock.
+    """
+    require_transaction()
+    wanted = sorted(set(member_ids))
+    accounts = _locked(wanted)
+    missing = [member_id for member_id in wanted if member_id not in accounts]
+    if missing:
+        PointsAccount.objects.bulk_create(
+            [PointsAccount(member_id=member_id, updated_at=at) for member_id in missing],
+            ignore_conflicts=True,
+        )
+        accounts = _locked(wanted)
+    return accounts
+
+
+def _locked(member_ids: list[UUID]) -> dict[UUID, PointsAccount]:
+    # Row locks on the accounts: every read-modify-write of a balance or its lots holds them.
+    rows = PointsAccount.objects.select_for_update().filter(pk__in=member_ids).order_by("pk")
+    return {account.pk: account for account in rows}

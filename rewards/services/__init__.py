@@ -1,0 +1,1 @@
+"""Writes of the rewards app: the ledger, earning, check-ins and the periodic points jobs."""

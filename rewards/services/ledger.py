@@ -1,0 +1,532 @@
+"""The single write path of the points ledger.
+
+Every posting runs with the member's account row locked (``rewards.locks``), appends an
+immutable entry whose ``version`` and ``balance_after`` continue the account's chain, moves
+points between lots, and writes the account back guarded by its version (so even the SQLite demo,
+where row locks do nothing, cannot lose an update). Spending never takes ``available`` below zero;
+only a reversal may (debt), and debt blocks spending until new points repay it.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Sum
+
+from core.actors import Actor
+from core.db import require_transaction
+from core.events import DomainEvent, domain_events_record
+from core.exceptions import ConflictError, InvalidInputError
+from members.models import Member
+from rewards.locks import points_accounts_lock
+from rewards.models import (
+    EntryKind,
+    LotConsumption,
+    PointsAccount,
+    PointsEntry,
+    PointsLot,
+    Reason,
+)
+
+
+class InsufficientPointsError(ConflictError):
+    code = "insufficient_points"
+    title = "Not enough available points"
+
+
+class BalanceInDebtError(ConflictError):
+    code = "balance_in_debt"
+    title = "The balance is negative after a refund; spending is blocked until it is repaid"
+
+
+class AlreadyReversedError(ConflictError):
+    code = "already_reversed"
+    title = "This entry has already been reversed"
+
+
+class NotReversibleError(ConflictError):
+    code = "not_reversible"
+    title = "This entry cannot be reversed"
+
+
+class DuplicateAwardError(ConflictError):
+    code = "duplicate_award"
+    title = "Points for this reference were already awarded"
+
+
+@dataclass(slots=True)
+class _Posting:
+    """What one locked posting writes; collected so batches write set-based."""
+
+    entries: list[PointsEntry] = field(default_factory=list)
+    lots: list[PointsLot] = field(default_factory=list)
+    lot_updates: dict[int, PointsLot] = field(default_factory=dict)
+    # (entry, lot, points): entries have no id until inserted.
+    consumptions: list[tuple[PointsEntry, PointsLot, int]] = field(default_factory=list)
+    events: list[DomainEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AwardSpec:
+    member_id: UUID
+    points: int
+    reason: str
+    note: str = ""
+    expires_at: datetime | None = None
+    pending_until: datetime | None = None
+    reference: str = ""
+    idempotency_key: str = ""
+    kind: str = EntryKind.EARN
+
+
+def _default_expiry(at: datetime) -> datetime:
+    return at + timedelta(days=settings.LOYALTY_POINTS_EXPIRY_DAYS)
+
+
+def _validate_award(spec: AwardSpec, at: datetime) -> None:
+    errors = []
+    if not 0 < spec.points <= settings.LOYALTY_POINTS_MAX_AWARD:
+        errors.append(("points", f"Must be from 1 to {settings.LOYALTY_POINTS_MAX_AWARD}."))
+    if spec.expires_at is not None and spec.expires_at <= at:
+        errors.append(("expires_at", "Must be in the future."))
+    if spec.pending_until is not None:
+        if spec.pending_until <= at:
+            errors.append(("pending_until", "Must be in the future."))
+        elif spec.pending_until >= (spec.expires_at or _default_expiry(at)):
+            errors.append(("pending_until", "Must be before the points expire."))
+    if errors:
+        raise InvalidInputError(
+            "; ".join(detail for _, detail in errors),
+            errors=[
+                {"attr": attr, "pointer": f"#/{attr}", "code": "invalid", "detail": detail}
+                for attr, detail in errors
+            ],
+        )
+
+
+def _next_entry(
+    account: PointsAccount,
+    *,
+    kind: str,
+    points: int,
+    reason: str,
+    actor: Actor,
+    at: datetime,
+    **fields: Any,
+) -> PointsEntry:
+    account.version += 1
+    return PointsEntry(
+        member_id=account.pk,
+        version=account.version,
+        kind=kind,
+        points=points,
+        balance_after=account.balance,
+        reason=reason,
+        actor=actor.label,
+        created_at=at,
+        **fields,
+    )
+
+
+def _credit_locked(
+    account: PointsAccount,
+    spec: AwardSpec,
+    *,
+    actor: Actor,
+    at: datetime,
+    posting: _Posting,
+    reverses: PointsEntry | None = None,
+) -> PointsEntry:
+    """Add points as a new lot; non-pending points repay any debt first."""
+    pending = spec.pending_until is not None
+    repay = 0 if pending else min(max(0, -account.available), spec.points)
+    if pending:
+        account.pending += spec.points
+    else:
+        account.available += spec.points
+    if spec.kind == EntryKind.EARN:
+        account.lifetime_earned += spec.points
+    entry = _next_entry(
+        account,
+        kind=spec.kind,
+        points=spec.points,
+        reason=spec.reason,
+        actor=actor,
+        at=at,
+        note=spec.note,
+        reference=spec.reference,
+        idempotency_key=spec.idempotency_key,
+        reverses=reverses,
+    )
+    lot = PointsLot(
+        entry=entry,
+        member_id=account.pk,
+        points=spec.points,
+        remaining=spec.points - repay,
+        expires_at=spec.expires_at or _default_expiry(at),
+        pending_until=spec.pending_until,
+        is_pending=pending,
+        created_at=at,
+    )
+    posting.entries.append(entry)
+    posting.lots.append(lot)
+    if repay:
+        # The new lot pays the debt off at once: recorded as consumed by its own entry.
+        posting.consumptions.append((entry, lot, repay))
+    posting.events.append(
+        DomainEvent(
+            "points.awarded",
+            str(account.pk),
+            {
+                "member_id": str(account.pk),
+                "points": spec.points,
+                "kind": spec.kind,
+                "reason": spec.reason,
+                "pending_until": spec.pending_until.isoformat() if spec.pending_until else None,
+            },
+            at,
+        )
+    )
+    return entry
+
+
+def _consume_fifo(
+    account: PointsAccount, points: int, entry: PointsEntry, posting: _Posting, at: datetime
+) -> int:
+    """Take up to ``points`` from the oldest-expiring available lots. Returns what was taken."""
+    taken = 0
+    lots = PointsLot.objects.filter(
+        member_id=account.pk, remaining__gt=0, is_pending=False
+    ).order_by("expires_at", "entry_id")
+    for stored in lots:
+        if taken == points:
+            break
+        lot = posting.lot_updates.get(stored.pk, stored)
+        share = min(lot.remaining, points - taken)
+        if share <= 0:
+            continue
+        lot.remaining -= share
+        taken += share
+        posting.lot_updates[lot.pk] = lot
+        posting.consumptions.append((entry, lot, share))
+    return taken
+
+
+def _debit_locked(
+    account: PointsAccount,
+    *,
+    points: int,
+    kind: str,
+    reason: str,
+    actor: Actor,
+    at: datetime,
+    posting: _Posting,
+    note: str = "",
+    reference: str = "",
+    idempotency_key: str = "",
+) -> PointsEntry:
+    """Spend points oldest lots first; never below zero, never while in debt."""
+    if points <= 0:
+        raise InvalidInputError("Points must be positive.")
+    if account.available < 0:
+        raise BalanceInDebtError(f"The available balance is {account.available}.")
+    if account.available < points:
+        raise InsufficientPointsError(f"{points} points requested, {account.available} available.")
+    account.available -= points
+    entry = _next_entry(
+        account,
+        kind=kind,
+        points=-points,
+        reason=reason,
+        actor=actor,
+        at=at,
+        note=note,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )
+    posting.entries.append(entry)
+    _consume_fifo(account, points, entry, posting, at)
+    return entry
+
+
+def _write(
+    accounts: Sequence[PointsAccount], versions: dict[UUID, int], posting: _Posting, at: datetime
+) -> None:
+    """Persist a posting set-based: entries, lots, lot changes, consumptions, accounts, events."""
+    require_transaction()
+    if posting.entries:
+        PointsEntry.objects.bulk_create(posting.entries)
+    if posting.lots:
+        for lot in posting.lots:
+            lot.entry_id = lot.entry.pk
+        PointsLot.objects.bulk_create(posting.lots)
+    if posting.lot_updates:
+        PointsLot.objects.bulk_update(list(posting.lot_updates.values()), ["remaining"])
+    if posting.consumptions:
+        LotConsumption.objects.bulk_create(
+            [
+                LotConsumption(entry_id=e.pk, lot_id=lot.pk, points=p)
+                for e, lot, p in posting.consumptions
+            ]
+        )
+    for account in accounts:
+        if account.version == versions[account.pk]:
+            continue
+        # Guarded by the version read under the lock: a lost update is impossible even where
+        # row locks are not enforced (SQLite).
+        updated = PointsAccount.objects.filter(pk=account.pk, version=versions[account.pk]).update(
+            available=account.available,
+            pending=account.pending,
+            lifetime_earned=account.lifetime_earned,
+            version=account.version,
+            updated_at=at,
+        )
+        if updated != 1:
+            raise ConflictError("The account changed concurrently; retry.")
+    if posting.events:
+        domain_events_record(events=posting.events, at=at)
+
+
+def _lock_one(member_id: UUID, at: datetime) -> tuple[PointsAccount, dict[UUID, int]]:
+    account = points_accounts_lock(member_ids=[member_id], at=at)[member_id]
+    return account, {account.pk: account.version}
+
+
+def _raise_duplicate(error: IntegrityError) -> None:
+    message = str(error)
+    # PostgreSQL names the constraint; SQLite names the columns.
+    if "points_entry_one_earn_per_reference" in message or "pointsentry.reference" in message:
+        raise DuplicateAwardError() from error
+    if "points_entry_idempotency_unique" in message or "pointsentry.idempotency_key" in message:
+        raise DuplicateAwardError("An entry with this idempotency key exists.") from error
+    raise error
+
+
+@transaction.atomic
+def points_award(
+    *,
+    member: Member,
+    points: int,
+    reason: str,
+    actor: Actor,
+    at: datetime,
+    note: str = "",
+    expires_at: datetime | None = None,
+    pending_until: datetime | None = None,
+    reference: str = "",
+    kind: str = EntryKind.EARN,
+) -> PointsEntry:
+    """Credit points to the member as a new lot (pending until ``pending_until`` if given).
+
+    :raises InvalidInputError: for a non-positive amount or dates in the past.
+    :raises DuplicateAwardError: when the reference was already awarded.
+    """
+    spec = AwardSpec(
+        member.pk, points, reason, note, expires_at, pending_until, reference, kind=kind
+    )
+    _validate_award(spec, at)
+    if member.is_erased:
+        raise InvalidInputError("An erased member cannot earn points.")
+    account, versions = _lock_one(member.pk, at)
+    posting = _Posting()
+    entry = _credit_locked(account, spec, actor=actor, at=at, posting=posting)
+    try:
+        with transaction.atomic():
+            _write([account], versions, posting, at)
+    except IntegrityError as error:
+        _raise_duplicate(error)
+    return entry
+
+
+@transaction.atomic
+def points_deduct(
+    *,
+    member: Member,
+    points: int,
+    reason: str,
+    actor: Actor,
+    at: datetime,
+    note: str = "",
+    kind: str = EntryKind.ADJUST,
+    reference: str = "",
+) -> PointsEntry:
+    """Take points from the member, oldest lots first.
+
+    :raises InsufficientPointsError: when fewer points are available.
+    :raises BalanceInDebtError: while the balance is negative after a refund.
+    """
+    if not 0 < points <= settings.LOYALTY_POINTS_MAX_AWARD:
+        raise InvalidInputError(f"Points must be from 1 to {settings.LOYALTY_POINTS_MAX_AWARD}.")
+    account, versions = _lock_one(member.pk, at)
+    posting = _Posting()
+    entry = _debit_locked(
+        account,
+        points=points,
+        kind=kind,
+        reason=reason,
+        actor=actor,
+        at=at,
+        posting=posting,
+        note=note,
+        reference=reference,
+    )
+    _write([account], versions, posting, at)
+    return entry
+
+
+@transaction.atomic
+def points_reverse(
+    *, entry: PointsEntry, actor: Actor, at: datetime, reason: str = Reason.REFUND, note: str = ""
+) -> PointsEntry:
+    """Reverse an entry once. An earn (even pending, even already spent) is taken back, into a
+    negative balance if need be; a spend is credited back as a new lot.
+
+    :raises NotReversibleError: for expiries, reversals, or points that have all expired.
+    :raises AlreadyReversedError: when it was reversed before.
+    """
+    if entry.kind in (EntryKind.EXPIRE, EntryKind.REVERSE):
+        raise NotReversibleError(f"A {entry.kind} entry cannot be reversed.")
+    account, versions = _lock_one(entry.member_id, at)
+    if PointsEntry.objects.filter(reverses=entry).exists():
+        raise AlreadyReversedError()
+    posting = _Posting()
+    if entry.points > 0:
+        reversal = _reverse_credit_locked(
+            account, entry, actor=actor, at=at, reason=reason, note=note, posting=posting
+        )
+    else:
+        restored_expiry = LotConsumption.objects.filter(entry=entry).aggregate(
+            latest=Max("lot__expires_at")
+        )["latest"]
+        spec = AwardSpec(
+            account.pk,
+            -entry.points,
+            reason,
+            note,
+            expires_at=max(restored_expiry, at + timedelta(days=1)) if restored_expiry else None,
+            kind=EntryKind.REVERSE,
+        )
+        reversal = _credit_locked(
+            account, spec, actor=actor, at=at, posting=posting, reverses=entry
+        )
+    try:
+        with transaction.atomic():
+            _write([account], versions, posting, at)
+    except IntegrityError as error:
+        if "reverses_id" in str(error) or "reversed" in str(error):
+            raise AlreadyReversedError() from error
+        raise
+    return reversal
+
+
+def _reverse_credit_locked(
+    account: PointsAccount,
+    entry: PointsEntry,
+    *,
+    actor: Actor,
+    at: datetime,
+    reason: str,
+    note: str,
+    posting: _Posting,
+) -> PointsEntry:
+    lot = PointsLot.objects.get(entry=entry)
+    expired = (
+        LotConsumption.objects.filter(lot=lot, entry__kind=EntryKind.EXPIRE).aggregate(
+            total=Sum("points")
+        )["total"]
+        or 0
+    )
+    amount = entry.points - expired  # expired points have left already; take back the rest
+    if amount <= 0:
+        raise NotReversibleError("All of these points have expired; nothing is left to reverse.")
+    from_lot = lot.remaining
+    if lot.is_pending:
+        account.pending -= from_lot
+    else:
+        account.available -= amount
+    reversal = _next_entry(
+        account,
+        kind=EntryKind.REVERSE,
+        points=-amount,
+        reason=reason,
+        actor=actor,
+        at=at,
+        note=note,
+        reverses=entry,
+        reference=f"reversal:{entry.pk}",
+    )
+    posting.entries.append(reversal)
+    if from_lot:
+        lot.remaining = 0
+        posting.lot_updates[lot.pk] = lot
+        posting.consumptions.append((reversal, lot, from_lot))
+    if not lot.is_pending and amount > from_lot:
+        # The spent part: cover it from other lots; what they cannot cover stays as debt.
+        _consume_fifo(account, amount - from_lot, reversal, posting, at)
+    posting.events.append(
+        DomainEvent(
+            "points.reversed",
+            str(account.pk),
+            {"member_id": str(account.pk), "entry_id": entry.pk, "points": -amount},
+            at,
+        )
+    )
+    return reversal
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAwardResult:
+    position: int
+    status: str  # accepted, duplicate, rejected
+    entry: PointsEntry | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def points_award_batch(
+    *, items: Sequence[AwardSpec], actor: Actor, at: datetime
+) -> list[BatchAwardResult]:
+    """Award many members in one transaction, set-based: a fixed number of queries per batch.
+
+    Items with an idempotency key this actor used before are reported ``duplicate`` and skip.
+    The caller owns the transaction (one per batch: all accepted items land together).
+    """
+    require_transaction()
+    results: dict[int, BatchAwardResult] = {}
+    keys = [spec.idempotency_key for spec in items if spec.idempotency_key]
+    used = (
+        set(
+            PointsEntry.objects.filter(actor=actor.label, idempotency_key__in=keys).values_list(
+                "idempotency_key", flat=True
+            )
+        )
+        if keys
+        else set()
+    )
+    valid: list[tuple[int, AwardSpec]] = []
+    seen_keys: set[str] = set()
+    for position, spec in enumerate(items):
+        try:
+            _validate_award(spec, at)
+        except InvalidInputError as error:
+            results[position] = BatchAwardResult(position, "rejected", errors=error.errors)
+            continue
+        if spec.idempotency_key and (
+            spec.idempotency_key in used or spec.idempotency_key in seen_keys
+        ):
+            results[position] = BatchAwardResult(position, "duplicate")
+            continue
+        seen_keys.add(spec.idempotency_key)
+        valid.append((position, spec))
+
+    accounts = points_accounts_lock(member_ids=[spec.member_id for _, spec in valid], at=at)
+    versions = {member_id: account.version for member_id, account in accounts.items()}
+    posting = _Posting()
+    for position, spec in valid:
+        entry = _credit_locked(accounts[spec.member_id], spec, actor=actor, at=at, posting=posting)
+        results[position] = BatchAwardResult(position, "accepted", entry=entry)
+    _write(list(accounts.values()), versions, posting, at)
+    return [results[position] for position in range(len(items))]
