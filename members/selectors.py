@@ -21,13 +21,19 @@ def member_list_for_actor(*, actor: Actor) -> QuerySet[Member]:
     return queryset
 
 
-def member_get_for_actor(*, actor: Actor, member_id: UUID | str) -> Member:
-    """One member the actor may see.
+def member_get_for_actor(
+    *, actor: Actor, member_id: UUID | str, with_identities: bool = True
+) -> Member:
+    """One member the actor may see (``with_identities=False`` skips the identities prefetch
+    for callers that only need the member row).
 
     :raises NotFoundError: when it does not exist or the actor may not see it (never 403: BOLA).
     """
+    queryset = member_list_for_actor(actor=actor)
+    if not with_identities:
+        queryset = queryset.prefetch_related(None)
     try:
-        return member_list_for_actor(actor=actor).get(pk=member_id)
+        return queryset.get(pk=member_id)
     except (Member.DoesNotExist, ValueError):
         raise NotFoundError("No member with this id.") from None
 

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
 from core.actors import Actor, ActorKind
@@ -125,6 +126,37 @@ def member_erase(*, member: Member, actor: Actor, at: datetime) -> Member:
     member.erased_at = at
     member.updated_at = at
     member.save()
+    return member
+
+
+class LoginTakenError(ConflictError):
+    code = "login_taken"
+    title = "This login account belongs to another member"
+
+
+@transaction.atomic
+def member_user_link(
+    *, member: Member, user: AbstractBaseUser | None, actor: Actor, at: datetime
+) -> Member:
+    """Link the member's login account (``None`` unlinks it).
+
+    :raises InvalidInputError: for an erased member or a staff account (staff sign in as operators).
+    :raises LoginTakenError: when the account is linked to another member.
+    """
+    if member.is_erased:
+        raise InvalidInputError("An erased member cannot be given a login account.")
+    if user is not None and user.is_staff:
+        raise InvalidInputError("A staff account signs in as an operator, not as a member.")
+    user_id = None if user is None else user.pk
+    if member.user_id == user_id:
+        return member
+    member.user_id = user_id
+    member.updated_at = at
+    try:
+        with transaction.atomic():
+            member.save(update_fields=("user", "updated_at"))
+    except IntegrityError:
+        raise LoginTakenError() from None
     return member
 
 

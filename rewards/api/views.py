@@ -52,7 +52,9 @@ class MemberPointsView(APIView):
 
     @extend_schema(responses=PointsBalanceSerializer)
     def get(self, request: Request, member_id: UUID) -> Response:
-        member = member_get_for_actor(actor=actor_of(request), member_id=member_id)
+        member = member_get_for_actor(
+            actor=actor_of(request), member_id=member_id, with_identities=False
+        )
         return _balance_response(member.pk)
 
 
@@ -67,7 +69,7 @@ class MemberPointsEntriesView(generics.ListAPIView):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no member
             return PointsEntry.objects.none()
         member = member_get_for_actor(
-            actor=actor_of(self.request), member_id=self.kwargs["member_id"]
+            actor=actor_of(self.request), member_id=self.kwargs["member_id"], with_identities=False
         )
         return selectors.points_entries_list(member_id=member.pk)
 
@@ -79,7 +81,7 @@ class MemberPointsAwardView(APIView):
     @extend_schema(request=PointsAwardSerializer, responses={201: PointsEntrySerializer})
     def post(self, request: Request, member_id: UUID) -> Response:
         actor = actor_of(request)
-        member = member_get_for_actor(actor=actor, member_id=member_id)
+        member = member_get_for_actor(actor=actor, member_id=member_id, with_identities=False)
         data = PointsAwardSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
@@ -98,7 +100,7 @@ class MemberPointsDeductionView(APIView):
     @extend_schema(request=PointsDeductionSerializer, responses={201: PointsEntrySerializer})
     def post(self, request: Request, member_id: UUID) -> Response:
         actor = actor_of(request)
-        member = member_get_for_actor(actor=actor, member_id=member_id)
+        member = member_get_for_actor(actor=actor, member_id=member_id, with_identities=False)
         data = PointsDeductionSerializer(data=request.data)
         data.is_valid(raise_exception=True)
 
@@ -248,7 +250,7 @@ class MeCheckInView(APIView):
     )
     def post(self, request: Request) -> Response:
         actor = actor_of(request)
-        member = member_get_for_actor(actor=actor, member_id=actor.member_id)  # type: ignore[arg-type]
+        member = member_get_for_actor(actor=actor, member_id=actor.member_id, with_identities=False)  # type: ignore[arg-type]
 
         def effect() -> Response:
             result = earning.checkin_create(member=member, actor=actor, at=timezone.now())

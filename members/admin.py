@@ -1,0 +1,596 @@
+"""The operator's tool for members, identities and tags. Writes go through the services.
+
+Tier and lifecycle fields are read-only here: only the tier and lifecycle services write them.
+Members are never deleted from the admin; "Erase personal data" replaces deletion.
+"""
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminSplitDateTime
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+
+from core.actors import Actor, ActorKind
+from core.db import durable_atomic
+from core.exceptions import DomainError, InvalidInputError
+from core.models import SYSTEM_NAMESPACE
+from members.csv_io import (
+    MEMBER_IMPORT_OPTIONAL,
+    MEMBER_IMPORT_REQUIRED,
+    TAG_IMPORT_OPTIONAL,
+    TAG_IMPORT_REQUIRED,
+    TAG_KEY_PATTERN,
+    CsvImportError,
+    csv_stream,
+    member_tags_csv_import,
+    member_tags_csv_rows,
+    members_csv_import,
+    members_csv_rows,
+)
+from members.models import Identity, Member, MemberTag, TagChange, TagSource
+from members.services import (
+    MEMBER_EDITABLE_FIELDS,
+    TagInput,
+    TagSyncItem,
+    TagSyncMode,
+    TagSyncStatus,
+    identities_replace,
+    member_create,
+    member_erase,
+    member_update,
+    member_user_link,
+    tags_sync,
+)
+
+# Shown on the import page; more would bury the first errors the operator needs to fix.
+MAX_ERROR_MESSAGES = 20
+
+
+def operator_actor(request: HttpRequest) -> Actor:
+    """The actor of an operator working in the admin."""
+    return Actor(kind=ActorKind.OPERATOR, user_id=request.user.pk, name=request.user.get_username())
+
+
+def adopt_saved(target: Model, saved: Model) -> None:
+    """Make the admin's unsaved instance the row a service wrote, for the log and the redirect."""
+    for field in saved._meta.concrete_fields:
+        setattr(target, field.attname, getattr(saved, field.attname))
+    target._state.adding = False
+    target._state.db = saved._state.db
+    target._state.fields_cache = {}
+
+
+class ServiceFormMixin:
+    """A domain error raised by a service while saving a form is shown, and nothing is saved.
+
+    The admin's own transaction around the form view has rolled back by the time it is caught.
+    """
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+        except DomainError as error:
+            self.message_user(request, error.detail, messages.ERROR)  # type: ignore[attr-defined]
+            return HttpResponseRedirect(request.get_full_path())
+
+
+# --- Members -------------------------------------------------------------------------------------
+
+
+class ErasedFilter(admin.SimpleListFilter):
+    title = "erased"
+    parameter_name = "erased"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("no", "No"), ("yes", "Yes")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Member]) -> QuerySet[Member]:
+        if self.value() == "no":
+            return queryset.filter(erased_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(erased_at__isnull=False)
+        return queryset
+
+
+class IdentityInline(admin.TabularInline):
+    """Saved as a whole through ``identities_replace`` (see ``MemberAdmin.save_formset``)."""
+
+    model = Identity
+    fields = ("provider", "value", "created_at")
+    readonly_fields = ("created_at",)
+    extra = 0
+
+    def _editable(self, obj: Member | None) -> bool:
+        return obj is None or not obj.is_erased
+
+    def has_add_permission(self, request: HttpRequest, obj: Member | None = None) -> bool:
+        return self._editable(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Member | None = None) -> bool:
+        return self._editable(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Member | None = None) -> bool:
+        return self._editable(obj) and super().has_delete_permission(request, obj)
+
+
+class MemberTagInline(admin.TabularInline):
+    """Tags are written by partners, the tag sync, the CSV import and the tag admin; shown here."""
+
+    model = MemberTag
+    fields = ("namespace", "key", "value", "category", "expires_at", "source", "synced_at")
+    readonly_fields = fields
+    ordering = ("namespace", "key")
+    extra = 0
+
+    def has_add_permission(self, request: HttpRequest, obj: Member | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Member | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Member | None = None) -> bool:
+        return False
+
+
+class MemberAddForm(forms.ModelForm):
+    joined_at = forms.SplitDateTimeField(
+        required=False, widget=AdminSplitDateTime, help_text="Leave empty for now."
+    )
+
+    class Meta:
+        model = Member
+        fields = ("external_id", "display_name", "email", "phone", "joined_at", "user")
+
+
+class CsvImportForm(forms.Form):
+    MEMBERS = "members"
+    TAGS = "tags"
+
+    kind = forms.ChoiceField(
+        choices=[
+            (MEMBERS, f"Members ({', '.join((*MEMBER_IMPORT_REQUIRED, *MEMBER_IMPORT_OPTIONAL))})"),
+            (TAGS, f"Tags ({', '.join((*TAG_IMPORT_REQUIRED, *TAG_IMPORT_OPTIONAL))})"),
+        ],
+        widget=forms.RadioSelect,
+        initial=MEMBERS,
+    )
+    file = forms.FileField(help_text="UTF-8 CSV with a header row.")
+
+
+@admin.register(Member)
+class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
+    list_display = (
+        "external_id",
+        "display_name",
+        "tier",
+        "lifecycle_stage",
+        "joined_at",
+        "erased_at",
+    )
+    list_filter = (
+        "tier",
+        "lifecycle_stage",
+        ("joined_at", admin.DateFieldListFilter),
+        ErasedFilter,
+    )
+    search_fields = ("external_id", "display_name", "email", "=identities__value")
+    search_help_text = "External id, name or email (partial), or an identity value (exact)."
+    list_select_related = ("tier",)
+    autocomplete_fields = ("user",)
+    ordering = ("-created_at", "-id")
+    show_full_result_count = False
+    inlines = (IdentityInline, MemberTagInline)
+    actions = ("export_members_csv", "export_tags_csv", "erase_personal_data")
+    change_list_template = "admin/members/member/change_list.html"
+    add_fieldsets = (
+        (None, {"fields": ("external_id", "display_name", "email", "phone", "joined_at", "user")}),
+    )
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "external_id",
+                    "display_name",
+                    "email",
+                    "phone",
+                    "user",
+                    "public_recognition",
+                )
+            },
+        ),
+        (
+            "Tier and lifecycle (written by the tier and lifecycle jobs only)",
+            {"fields": ("tier", "tier_since", "lifecycle_stage", "lifecycle_changed_at")},
+        ),
+        (
+            "Activity",
+            {
+                "fields": (
+                    "joined_at",
+                    "first_interaction_at",
+                    "first_purchase_at",
+                    "last_activity_at",
+                    "last_login_at",
+                )
+            },
+        ),
+        ("Record", {"fields": ("erased_at", "created_at", "updated_at")}),
+    )
+    # Everything but the profile the services let an operator edit.
+    readonly_fields = (
+        "id",
+        "external_id",
+        "tier",
+        "tier_since",
+        "lifecycle_stage",
+        "lifecycle_changed_at",
+        "joined_at",
+        "first_interaction_at",
+        "first_purchase_at",
+        "last_activity_at",
+        "last_login_at",
+        "erased_at",
+        "created_at",
+        "updated_at",
+    )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Member | None = None) -> Any:
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Member | None = None) -> Any:
+        if obj is None:
+            return ()
+        if obj.is_erased:
+            return [name for _, options in self.fieldsets for name in options["fields"]]
+        return self.readonly_fields
+
+    def get_form(
+        self, request: HttpRequest, obj: Member | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm]:
+        if obj is None:
+            kwargs["form"] = MemberAddForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "user":
+            # Staff accounts sign in as operators; only plain accounts can be a member's login.
+            kwargs["queryset"] = get_user_model().objects.filter(is_staff=False)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Member | None = None) -> bool:
+        # Members are erased, never deleted: the ledger and history keep pointing at the row.
+        return False
+
+    def has_erase_permission(self, request: HttpRequest) -> bool:
+        """The model's delete permission is the permission to erase."""
+        return request.user.has_perm("members.delete_member")
+
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
+    def save_model(
+        self, request: HttpRequest, obj: Member, form: forms.ModelForm, change: bool
+    ) -> None:
+        actor, at = operator_actor(request), timezone.now()
+        data = form.cleaned_data
+        if change:
+            member = Member.objects.get(pk=obj.pk)
+            changes = {
+                name: data[name] for name in form.changed_data if name in MEMBER_EDITABLE_FIELDS
+            }
+            member_update(member=member, changes=changes, actor=actor, at=at)
+        else:
+            member = member_create(
+                external_id=data["external_id"],
+                display_name=data["display_name"],
+                email=data["email"],
+                phone=data["phone"],
+                joined_at=data["joined_at"],
+                actor=actor,
+                at=at,
+            )
+        if "user" in form.changed_data:
+            member_user_link(member=member, user=data["user"], actor=actor, at=at)
+        adopt_saved(obj, member)
+
+    def save_formset(
+        self, request: HttpRequest, form: forms.ModelForm, formset: Any, change: bool
+    ) -> None:
+        # commit=False writes nothing; it records what changed, for the admin's history message.
+        formset.save(commit=False)
+        if formset.model is not Identity or not formset.has_changed():
+            return  # the tags inline is read-only
+        identities_replace(
+            member=formset.instance,
+            identities=[
+                (row.cleaned_data["provider"], row.cleaned_data["value"])
+                for row in formset.forms
+                if row.cleaned_data and not row.cleaned_data.get("DELETE")
+            ],
+            actor=operator_actor(request),
+            at=timezone.now(),
+        )
+
+    # --- Actions ---------------------------------------------------------------------------------
+
+    @admin.action(description="Export selected as CSV", permissions=["view"])
+    def export_members_csv(
+        self, request: HttpRequest, queryset: QuerySet[Member]
+    ) -> StreamingHttpResponse:
+        return _csv_response(
+            csv_stream(rows=members_csv_rows(members=queryset)), filename_prefix="members"
+        )
+
+    @admin.action(description="Export tags of selected as CSV", permissions=["view"])
+    def export_tags_csv(
+        self, request: HttpRequest, queryset: QuerySet[Member]
+    ) -> StreamingHttpResponse:
+        return _csv_response(
+            csv_stream(rows=member_tags_csv_rows(members=queryset)), filename_prefix="member-tags"
+        )
+
+    @admin.action(description="Erase personal data of selected members", permissions=["erase"])
+    def erase_personal_data(
+        self, request: HttpRequest, queryset: QuerySet[Member]
+    ) -> TemplateResponse | None:
+        members = list(queryset.filter(erased_at__isnull=True).order_by("external_id"))
+        if not members:
+            self.message_user(request, "The selected members are already erased.", messages.INFO)
+            return None
+        if request.POST.get("confirm") != "yes":
+            # Erasure cannot be undone: ask first, like Django's own delete action.
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Erase personal data?",
+                "opts": self.opts,
+                "members": members,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(
+                request, "admin/members/member/erase_confirmation.html", context
+            )
+        actor, at = operator_actor(request), timezone.now()
+        with durable_atomic():
+            for member in members:
+                member_erase(member=member, actor=actor, at=at)
+        self.message_user(
+            request, f"Erased the personal data of {len(members)} member(s).", messages.SUCCESS
+        )
+        return None
+
+    # --- CSV import ------------------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        info = (self.opts.app_label, self.opts.model_name)
+        return [
+            path(
+                "import-csv/",
+                self.admin_site.admin_view(self.import_csv_view),
+                name="{}_{}_import_csv".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "has_import_permission": self.has_import_permission(request),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def import_csv_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_import_permission(request):
+            raise PermissionDenied
+        form = CsvImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            importer = (
+                members_csv_import
+                if form.cleaned_data["kind"] == CsvImportForm.MEMBERS
+                else member_tags_csv_import
+            )
+            try:
+                with durable_atomic():
+                    result = importer(
+                        file=form.cleaned_data["file"],
+                        actor=operator_actor(request),
+                        at=timezone.now(),
+                    )
+            except CsvImportError as error:
+                _report_import_errors(request, error)
+            except DomainError as error:
+                self.message_user(request, error.detail, messages.ERROR)
+            else:
+                self.message_user(request, _import_summary(result), messages.SUCCESS)
+                return HttpResponseRedirect(
+                    reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import members or tags from CSV",
+            "opts": self.opts,
+            "form": form,
+            "member_columns": (*MEMBER_IMPORT_REQUIRED, *MEMBER_IMPORT_OPTIONAL),
+            "tag_columns": (*TAG_IMPORT_REQUIRED, *TAG_IMPORT_OPTIONAL),
+        }
+        return TemplateResponse(request, "admin/members/member/import_csv.html", context)
+
+
+def _csv_response(lines: Any, *, filename_prefix: str) -> StreamingHttpResponse:
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename_prefix}-{stamp}.csv"'
+    return response
+
+
+def _report_import_errors(request: HttpRequest, error: CsvImportError) -> None:
+    messages.error(request, f"The file has {len(error.errors)} error(s); nothing was imported.")
+    for item in error.errors[:MAX_ERROR_MESSAGES]:
+        where = f"Row {item['row']}" + (f", {item['attr']}" if item["attr"] else "")
+        messages.error(request, f"{where}: {item['detail']}")
+    if len(error.errors) > MAX_ERROR_MESSAGES:
+        messages.error(request, f"... and {len(error.errors) - MAX_ERROR_MESSAGES} more.")
+
+
+def _import_summary(result: Any) -> str:
+    if hasattr(result, "created_count"):
+        return (
+            f"Members imported: {result.created_count} created, {result.updated_count} updated, "
+            f"{result.unchanged_count} unchanged."
+        )
+    return (
+        f"Tags imported: {result.row_count} row(s), "
+        f"{result.changed_member_count} member(s) changed."
+    )
+
+
+# --- Identities and tags -------------------------------------------------------------------------
+
+
+@admin.register(Identity)
+class IdentityAdmin(admin.ModelAdmin):
+    """Read-only: identities are edited on their member's page, through ``identities_replace``."""
+
+    list_display = ("provider", "value", "member", "created_at")
+    list_filter = ("provider",)
+    search_fields = ("=value", "=member__external_id")
+    search_help_text = "An identity value or a member's external id (exact)."
+    list_select_related = ("member",)
+    ordering = ("provider", "value")
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Identity | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Identity | None = None) -> bool:
+        return False
+
+
+class MemberTagAdminForm(forms.ModelForm):
+    key = forms.RegexField(regex=TAG_KEY_PATTERN, max_length=128)
+
+    class Meta:
+        model = MemberTag
+        fields = ("member", "namespace", "key", "value", "category", "expires_at")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "member" in self.fields:
+            self.fields["member"].queryset = Member.objects.filter(erased_at__isnull=True)
+
+
+@admin.register(MemberTag)
+class MemberTagAdmin(ServiceFormMixin, admin.ModelAdmin):
+    """Adds and edits one tag through the tag sync (merge); the system namespace is read-only."""
+
+    form = MemberTagAdminForm
+    list_display = ("member", "namespace", "key", "value", "category", "expires_at", "source")
+    list_filter = ("namespace", "category", "source")
+    search_fields = ("=member__external_id", "key", "value")
+    search_help_text = "A member's external id (exact), or a tag key or value (partial)."
+    list_select_related = ("member",)
+    autocomplete_fields = ("member",)
+    ordering = ("member__external_id", "namespace", "key")
+    show_full_result_count = False
+    fields = (
+        "member",
+        "namespace",
+        "key",
+        "value",
+        "category",
+        "expires_at",
+        "source",
+        "written_by",
+        "synced_at",
+        "created_at",
+    )
+    _written_by_services = ("source", "written_by", "synced_at", "created_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: MemberTag | None = None) -> Any:
+        if obj is None:
+            return self._written_by_services
+        return ("member", "namespace", "key", *self._written_by_services)
+
+    def get_fields(self, request: HttpRequest, obj: MemberTag | None = None) -> Any:
+        if obj is None:
+            return self.fields[:6]
+        return self.fields
+
+    def has_change_permission(self, request: HttpRequest, obj: MemberTag | None = None) -> bool:
+        if obj is not None and obj.namespace == SYSTEM_NAMESPACE:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: MemberTag | None = None) -> bool:
+        # No service removes a single tag yet; a partner's sync (replace) or expiry removes tags.
+        return False
+
+    def save_model(
+        self, request: HttpRequest, obj: MemberTag, form: forms.ModelForm, change: bool
+    ) -> None:
+        [result] = tags_sync(
+            namespace=obj.namespace,
+            mode=TagSyncMode.MERGE,
+            items=[
+                TagSyncItem(
+                    external_id=obj.member.external_id,
+                    tags=[
+                        TagInput(
+                            key=obj.key,
+                            value=obj.value,
+                            category=obj.category,
+                            expires_at=obj.expires_at,
+                        )
+                    ],
+                )
+            ],
+            actor=operator_actor(request),
+            at=timezone.now(),
+            source=TagSource.ADMIN,
+        )
+        if result.status is TagSyncStatus.NOT_FOUND:
+            raise InvalidInputError("The member has been erased.")
+        adopt_saved(
+            obj, MemberTag.objects.get(member=obj.member_id, namespace=obj.namespace, key=obj.key)
+        )
+
+
+@admin.register(TagChange)
+class TagChangeAdmin(admin.ModelAdmin):
+    """The audit of tag writes: read-only."""
+
+    list_display = ("created_at", "member", "namespace", "key", "action", "source", "actor")
+    list_filter = ("action", "source", "namespace", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("=member__external_id", "key", "=actor")
+    search_help_text = "A member's external id or an actor (exact), or a tag key (partial)."
+    list_select_related = ("member",)
+    ordering = ("-created_at", "-id")
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TagChange | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: TagChange | None = None) -> bool:
+        return False
