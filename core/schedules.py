@@ -21,6 +21,10 @@ class Schedule:
 SCHEDULES: tuple[Schedule, ...] = (
     Schedule("Purge old idempotency records", "core.idempotency_records_purge", "15", "*"),
     Schedule("Purge expired member tags", "members.tags_purge_expired", "5", "*"),
+    Schedule("Expire points", "rewards.points_expire", "10", "16"),  # 00:10 Asia/Shanghai
+    Schedule("Release pending points", "rewards.points_release_pending", "20", "*"),
+    Schedule("Warn of expiring points", "rewards.points_expiring_notify", "0", "1"),  # 09:00 CST
+    Schedule("Audit the points ledger", "rewards.ledger_audit", "40", "17"),
 )
 
 

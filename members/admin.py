@@ -4,9 +4,11 @@ Tier and lifecycle fields are read-only here: only the tier and lifecycle servic
 Members are never deleted from the admin; "Erase personal data" replaces deletion.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminSplitDateTime
 from django.contrib.auth import get_user_model
@@ -48,9 +50,13 @@ from members.services import (
     member_user_link,
     tags_sync,
 )
+from rewards.models import PointsEntry, Reason
+from rewards.services.ledger import points_award, points_deduct
 
 # Shown on the import page; more would bury the first errors the operator needs to fix.
 MAX_ERROR_MESSAGES = 20
+# The points actions post one member at a time; larger sets go through the batch award API.
+MAX_POINTS_ACTION_MEMBERS = 500
 
 
 def operator_actor(request: HttpRequest) -> Actor:
@@ -170,6 +176,26 @@ class CsvImportForm(forms.Form):
     file = forms.FileField(help_text="UTF-8 CSV with a header row.")
 
 
+class PointsActionForm(forms.Form):
+    """The page of the "Award points" and "Deduct points" actions."""
+
+    points = forms.IntegerField(
+        min_value=1,
+        max_value=settings.LOYALTY_POINTS_MAX_AWARD,
+        help_text="For each selected member.",
+    )
+    reason = forms.ChoiceField(
+        choices=[(reason.value, reason.label) for reason in (Reason.MANUAL, Reason.CORRECTION)],
+        initial=Reason.MANUAL,
+    )
+    note = forms.CharField(
+        max_length=500,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Kept on each entry.",
+    )
+
+
 @admin.register(Member)
 class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
     list_display = (
@@ -193,7 +219,13 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
     ordering = ("-created_at", "-id")
     show_full_result_count = False
     inlines = (IdentityInline, MemberTagInline)
-    actions = ("export_members_csv", "export_tags_csv", "erase_personal_data")
+    actions = (
+        "export_members_csv",
+        "export_tags_csv",
+        "erase_personal_data",
+        "award_points",
+        "deduct_points",
+    )
     change_list_template = "admin/members/member/change_list.html"
     add_fieldsets = (
         (None, {"fields": ("external_id", "display_name", "email", "phone", "joined_at", "user")}),
@@ -283,6 +315,12 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
     def has_import_permission(self, request: HttpRequest) -> bool:
         return self.has_add_permission(request) and self.has_change_permission(request)
 
+    def has_award_points_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("rewards.award_points")
+
+    def has_deduct_points_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("rewards.deduct_points")
+
     def save_model(
         self, request: HttpRequest, obj: Member, form: forms.ModelForm, change: bool
     ) -> None:
@@ -371,6 +409,102 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
         self.message_user(
             request, f"Erased the personal data of {len(members)} member(s).", messages.SUCCESS
         )
+        return None
+
+    @admin.action(description="Award points to selected members", permissions=["award_points"])
+    def award_points(
+        self, request: HttpRequest, queryset: QuerySet[Member]
+    ) -> TemplateResponse | None:
+        return self._points_action(
+            request,
+            queryset,
+            action="award_points",
+            title="Award points",
+            post=points_award,
+            summary="Awarded {points} points to {count} member(s).",
+        )
+
+    @admin.action(description="Deduct points from selected members", permissions=["deduct_points"])
+    def deduct_points(
+        self, request: HttpRequest, queryset: QuerySet[Member]
+    ) -> TemplateResponse | None:
+        return self._points_action(
+            request,
+            queryset,
+            action="deduct_points",
+            title="Deduct points",
+            post=points_deduct,
+            summary="Deducted {points} points from {count} member(s).",
+        )
+
+    def _points_action(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Member],
+        *,
+        action: str,
+        title: str,
+        post: Callable[..., PointsEntry],
+        summary: str,
+    ) -> TemplateResponse | None:
+        """Ask for the points, reason and note; on ``apply``, post them to each member."""
+        members = list(queryset.order_by("external_id")[: MAX_POINTS_ACTION_MEMBERS + 1])
+        if len(members) > MAX_POINTS_ACTION_MEMBERS:
+            self.message_user(
+                request,
+                f"Select at most {MAX_POINTS_ACTION_MEMBERS} members; nothing was posted.",
+                messages.ERROR,
+            )
+            return None
+        erased = [member for member in members if member.is_erased]
+        if len(erased) == len(members):
+            self.message_user(
+                request,
+                "The selected members are erased; their points cannot change.",
+                messages.INFO,
+            )
+            return None
+        form = PointsActionForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "opts": self.opts,
+                "form": form,
+                "action": action,
+                "members": members,
+                "erased_count": len(erased),
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/members/member/points_action.html", context)
+        data, actor, at = form.cleaned_data, operator_actor(request), timezone.now()
+        posted_count = 0
+        for member in members:
+            if member.is_erased:
+                continue
+            try:
+                # One transaction per member: a refusal (e.g. too few points) undoes only its own.
+                with durable_atomic():
+                    post(
+                        member=member,
+                        points=data["points"],
+                        reason=data["reason"],
+                        note=data["note"],
+                        actor=actor,
+                        at=at,
+                    )
+            except DomainError as error:
+                self.message_user(request, f"{member.external_id}: {error.detail}", messages.ERROR)
+            else:
+                posted_count += 1
+        if erased:
+            self.message_user(request, f"Skipped {len(erased)} erased member(s).", messages.WARNING)
+        if posted_count:
+            self.message_user(
+                request,
+                summary.format(points=data["points"], count=posted_count),
+                messages.SUCCESS,
+            )
         return None
 
     # --- CSV import ------------------------------------------------------------------------------

@@ -6,11 +6,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError
+from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from core.db import is_lock_timeout
 from core.exceptions import DomainError
 
 logger = logging.getLogger(__name__)
@@ -144,6 +147,28 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
                 status_code=exc.status_code, code=str(code), detail=detail, instance=instance
             ),
             headers=headers,
+        )
+
+    if isinstance(exc, DatabaseOperationalError | InterfaceError) and not is_lock_timeout(exc):
+        logger.warning("Database unavailable at %s: %s", instance, exc)
+        return problem_response(
+            problem_body(
+                status_code=503,
+                code="database_unavailable",
+                detail="The database is unavailable; nothing was changed. Retry shortly.",
+                instance=instance,
+            ),
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, DatabaseOperationalError):
+        return problem_response(
+            problem_body(
+                status_code=503,
+                code="busy",
+                detail="The resource is busy; retry shortly.",
+                instance=instance,
+            ),
+            headers={"Retry-After": "1"},
         )
 
     logger.exception("Unhandled error at %s", instance)

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Sum
+from django.db.models import BigIntegerField, Case, Max, Q, Sum, Value, When
 
 from core.actors import Actor
 from core.db import require_transaction
@@ -273,22 +273,35 @@ def _write(
                 for e, lot, p in posting.consumptions
             ]
         )
-    for account in accounts:
-        if account.version == versions[account.pk]:
-            continue
-        # Guarded by the version read under the lock: a lost update is impossible even where
-        # row locks are not enforced (SQLite).
-        updated = PointsAccount.objects.filter(pk=account.pk, version=versions[account.pk]).update(
-            available=account.available,
-            pending=account.pending,
-            lifetime_earned=account.lifetime_earned,
-            version=account.version,
-            updated_at=at,
-        )
-        if updated != 1:
-            raise ConflictError("The account changed concurrently; retry.")
+    _accounts_save(accounts, versions, at)
     if posting.events:
         domain_events_record(events=posting.events, at=at)
+
+
+_ACCOUNT_FIELDS = ("available", "pending", "lifetime_earned", "version")
+
+
+def _accounts_save(
+    accounts: Sequence[PointsAccount], versions: dict[UUID, int], at: datetime
+) -> None:
+    """Write changed accounts in one UPDATE, each guarded by the version read under its lock:
+    a lost update is impossible even where row locks are not enforced (SQLite)."""
+    changed = [account for account in accounts if account.version != versions[account.pk]]
+    if not changed:
+        return
+    guard = Q()
+    for account in changed:
+        guard |= Q(pk=account.pk, version=versions[account.pk])
+    values = {
+        name: Case(
+            *(When(pk=account.pk, then=Value(getattr(account, name))) for account in changed),
+            output_field=BigIntegerField(),
+        )
+        for name in _ACCOUNT_FIELDS
+    }
+    updated = PointsAccount.objects.filter(guard).update(**values, updated_at=at)
+    if updated != len(changed):
+        raise ConflictError("An account changed concurrently; retry.")
 
 
 def _lock_one(member_id: UUID, at: datetime) -> tuple[PointsAccount, dict[UUID, int]]:

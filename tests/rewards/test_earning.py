@@ -19,8 +19,12 @@ ACTOR = system_actor("tests")
 def _award(member, event_type, reference, at=None, amount=None):
     with transaction.atomic():
         return award_for_event(
-            member=member, event_type=event_type, reference=reference, actor=ACTOR,
-            at=at or timezone.now(), amount=amount,
+            member=member,
+            event_type=event_type,
+            reference=reference,
+            actor=ACTOR,
+            at=at or timezone.now(),
+            amount=amount,
         )
 
 
@@ -58,7 +62,9 @@ def test_daily_cap_clamps_the_last_award_and_resets_next_business_day(member, au
     tomorrow = _award(member, "post", "post:s:9", at=now + timedelta(days=1))
 
     assert [(r.outcome, r.points) for r in results] == [
-        (AwardOutcome.AWARDED, 20), (AwardOutcome.AWARDED, 20), (AwardOutcome.AWARDED, 10),
+        (AwardOutcome.AWARDED, 20),
+        (AwardOutcome.AWARDED, 20),
+        (AwardOutcome.AWARDED, 10),
         (AwardOutcome.CAPPED, 0),
     ]
     assert tomorrow.points == 20
@@ -110,7 +116,9 @@ def test_check_in_once_a_day_with_streak(member, audited):
 
     with time_machine.travel("2026-05-01 02:00:00+00:00", tick=False):
         member_client = APIClient()
-        member_client.credentials(HTTP_AUTHORIZATION=f"Bearer {member_token_pair(member.pk)['access']}")
+        member_client.credentials(
+            HTTP_AUTHORIZATION=f"Bearer {member_token_pair(member.pk)['access']}"
+        )
         first = member_client.post(CHECKINS)
         repeat = member_client.post(CHECKINS)
 

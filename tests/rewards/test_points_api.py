@@ -25,7 +25,12 @@ def test_operator_awards_and_the_member_sees_it(operator_client, member_client, 
 
     assert response.status_code == 201
     body = response.json()
-    assert (body["kind"], body["points"], body["balance_after"], body["reason"]) == ("earn", 50, 50, "manual")
+    assert (body["kind"], body["points"], body["balance_after"], body["reason"]) == (
+        "earn",
+        50,
+        50,
+        "manual",
+    )
     assert body["expires_at"] is not None
     mine = member_client.get("/api/v1/me/points/").json()
     assert (mine["available"], mine["pending"], mine["lifetime_earned"]) == (50, 0, 50)
@@ -45,9 +50,15 @@ def test_deduction_409_when_short_and_nothing_changes(operator_client, member, a
 
 @pytest.mark.parametrize(
     "body",
-    [{"points": 0}, {"points": -5}, {"points": "ten"}, {"points": 1, "balance": 100},
-     {"points": 1, "reason": "gift"}, {"points": 1, "expires_at": "2000-01-01T00:00:00Z"},
-     {"points": 10_000_001}],
+    [
+        {"points": 0},
+        {"points": -5},
+        {"points": "ten"},
+        {"points": 1, "balance": 100},
+        {"points": 1, "reason": "gift"},
+        {"points": 1, "expires_at": "2000-01-01T00:00:00Z"},
+        {"points": 10_000_001},
+    ],
 )
 def test_bad_award_bodies_are_400(operator_client, member, body):
     response = operator_client.post(_url(member, "awards/"), body)
@@ -59,8 +70,12 @@ def test_bad_award_bodies_are_400(operator_client, member, body):
 def test_award_replay_with_idempotency_key_posts_once(operator_client, member, audited):
     first = operator_client.post(_url(member, "awards/"), {"points": 7}, HTTP_IDEMPOTENCY_KEY="a-1")
 
-    replay = operator_client.post(_url(member, "awards/"), {"points": 7}, HTTP_IDEMPOTENCY_KEY="a-1")
-    changed = operator_client.post(_url(member, "awards/"), {"points": 8}, HTTP_IDEMPOTENCY_KEY="a-1")
+    replay = operator_client.post(
+        _url(member, "awards/"), {"points": 7}, HTTP_IDEMPOTENCY_KEY="a-1"
+    )
+    changed = operator_client.post(
+        _url(member, "awards/"), {"points": 8}, HTTP_IDEMPOTENCY_KEY="a-1"
+    )
 
     assert replay.json() == first.json()
     assert_problem(changed, 422, "idempotency_key_reused")
@@ -68,9 +83,13 @@ def test_award_replay_with_idempotency_key_posts_once(operator_client, member, a
 
 
 def test_award_for_the_same_reference_is_409(partner_client, member, audited):
-    partner_client.post(_url(member, "awards/"), {"points": 7, "reference": "order-1", "reason": "purchase"})
+    partner_client.post(
+        _url(member, "awards/"), {"points": 7, "reference": "order-1", "reason": "purchase"}
+    )
 
-    again = partner_client.post(_url(member, "awards/"), {"points": 7, "reference": "order-1", "reason": "purchase"})
+    again = partner_client.post(
+        _url(member, "awards/"), {"points": 7, "reference": "order-1", "reason": "purchase"}
+    )
 
     assert_problem(again, 409, "duplicate_award")
 
@@ -87,7 +106,11 @@ def test_reversal_once_and_partners_only_their_own(make_partner, operator_client
 
     assert_problem(foreign, 404)
     assert first.status_code == 201
-    assert (first.json()["kind"], first.json()["points"], first.json()["reverses"]) == ("reverse", -30, earn["id"])
+    assert (first.json()["kind"], first.json()["points"], first.json()["reverses"]) == (
+        "reverse",
+        -30,
+        earn["id"],
+    )
     assert_problem(second, 409, "already_reversed")
 
 
@@ -95,7 +118,9 @@ def test_reversal_once_and_partners_only_their_own(make_partner, operator_client
     ("role", "expected"),
     [("member", 403), ("partner_no_scope", 403), ("operator_no_perm", 403)],
 )
-def test_who_may_not_award(role, expected, member, member_client, make_partner, make_operator_client):
+def test_who_may_not_award(
+    role, expected, member, member_client, make_partner, make_operator_client
+):
     client = {
         "member": member_client,
         "partner_no_scope": make_partner("P", scopes=["members:read"])[1],
@@ -131,7 +156,9 @@ def test_entries_filter_by_kind_and_reject_bad_filters(operator_client, member, 
 
 
 @pytest.mark.parametrize("rows", [1, 50])
-def test_entries_list_query_count_is_constant(operator_client, member, django_assert_num_queries, rows):
+def test_entries_list_query_count_is_constant(
+    operator_client, member, django_assert_num_queries, rows
+):
     now = timezone.now()
     for _ in range(rows):
         points_award(member=member, points=1, reason="manual", actor=ACTOR, at=now)
@@ -145,18 +172,29 @@ def test_entries_list_query_count_is_constant(operator_client, member, django_as
 def test_award_batch_per_item_results(operator_client, make_member, audited):
     make_member("a")
     make_member("b")
-    body = {"items": [
-        {"external_id": "a", "points": 10, "idempotency_key": "i-1"},
-        {"external_id": "ghost", "points": 10},
-        {"external_id": "b", "points": 5, "pending_until": (timezone.now() + timedelta(days=3)).isoformat()},
-        {"external_id": "a", "points": 10, "idempotency_key": "i-1"},
-    ]}
+    body = {
+        "items": [
+            {"external_id": "a", "points": 10, "idempotency_key": "i-1"},
+            {"external_id": "ghost", "points": 10},
+            {
+                "external_id": "b",
+                "points": 5,
+                "pending_until": (timezone.now() + timedelta(days=3)).isoformat(),
+            },
+            {"external_id": "a", "points": 10, "idempotency_key": "i-1"},
+        ]
+    }
 
     response = operator_client.post("/api/v1/points/award-batches/", body)
     again = operator_client.post("/api/v1/points/award-batches/", {"items": [body["items"][0]]})
 
     assert response.status_code == 200
-    assert [r["status"] for r in response.json()["results"]] == ["accepted", "rejected", "accepted", "duplicate"]
+    assert [r["status"] for r in response.json()["results"]] == [
+        "accepted",
+        "rejected",
+        "accepted",
+        "duplicate",
+    ]
     assert again.json()["results"][0]["status"] == "duplicate"
     balances = dict(PointsAccount.objects.values_list("member__external_id", "available"))
     assert balances == {"a": 10, "b": 0}
@@ -180,8 +218,15 @@ def _batch(client, count):
 def test_award_batch_query_count_does_not_grow(operator_client, audited):
     now = timezone.now()
     Member.objects.bulk_create(
-        Member(external_id=f"bulk-{n}", display_name="B", joined_at=now, tier_since=now,
-               lifecycle_changed_at=now, created_at=now, updated_at=now)
+        Member(
+            external_id=f"bulk-{n}",
+            display_name="B",
+            joined_at=now,
+            tier_since=now,
+            lifecycle_changed_at=now,
+            created_at=now,
+            updated_at=now,
+        )
         for n in range(1000)
     )
 
