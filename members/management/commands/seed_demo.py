@@ -14,6 +14,7 @@ from core.models import Partner, Scope
 from core.schedules import schedules_sync
 from core.services import partner_create, partner_key_issue, partner_keys_revoke
 from members.models import Member, TagCategory
+from members.selectors import member_ids_by_external_id
 from members.services import (
     TagInput,
     TagSyncItem,
@@ -22,6 +23,8 @@ from members.services import (
     member_create,
     tags_sync,
 )
+from rewards.models import Reason
+from rewards.services.ledger import AwardSpec, points_award_batch
 
 OPERATOR_USERNAME = "operator"
 OPERATOR_PASSWORD = "operator-demo-password"  # noqa: S105 - demo credentials, printed on purpose
@@ -104,6 +107,24 @@ class Command(BaseCommand):
         tags_sync(
             namespace=partner.namespace, mode=TagSyncMode.MERGE, items=items, actor=actor, at=now
         )
+
+        new_members = member_ids_by_external_id(
+            external_ids=[external_id for external_id in wanted if external_id not in existing]
+        )
+        with transaction.atomic():
+            points_award_batch(
+                items=[
+                    AwardSpec(
+                        member_id=member_id,
+                        points=rng.randint(20, 800),
+                        reason=Reason.MANUAL,
+                        note="Welcome points (demo)",
+                    )
+                    for member_id in new_members.values()
+                ],
+                actor=actor,
+                at=now,
+            )
 
         member_user, created = user_model.objects.get_or_create(username=MEMBER_USERNAME)
         if created:
