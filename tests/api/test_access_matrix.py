@@ -127,6 +127,56 @@ ENDPOINTS = [
         200,
     ),
     ("tiers", "get", "/api/v1/tiers/", None, None, "members:read", True, 200),
+    (
+        "points balance",
+        "get",
+        "/api/v1/members/{id}/points/",
+        None,
+        "rewards.view_pointsentry",
+        "members:read",
+        True,
+        200,
+    ),
+    (
+        "points entries",
+        "get",
+        "/api/v1/members/{id}/points/entries/",
+        None,
+        "rewards.view_pointsentry",
+        "members:read",
+        True,
+        200,
+    ),
+    (
+        "award points",
+        "post",
+        "/api/v1/members/{id}/points/awards/",
+        {"points": 5},
+        "rewards.award_points",
+        "points:award",
+        False,
+        201,
+    ),
+    (
+        "deduct points",
+        "post",
+        "/api/v1/members/{id}/points/deductions/",
+        {"points": 1},
+        "rewards.deduct_points",
+        None,
+        False,
+        201,
+    ),
+    (
+        "award batch",
+        "post",
+        "/api/v1/points/award-batches/",
+        {"items": [{"external_id": "member-self", "points": 1}]},
+        "rewards.award_points",
+        "points:award",
+        False,
+        200,
+    ),
 ]
 
 
@@ -138,6 +188,15 @@ def _call(client: APIClient, method: str, path: str, body: dict | None):
 
 @pytest.fixture
 def setup(member, other_member, make_partner, make_operator_client):
+    from django.utils import timezone
+
+    from core.actors import system_actor
+    from rewards.services.ledger import points_award
+
+    # A balance, so a permitted deduction succeeds.
+    points_award(
+        member=member, points=10, reason="manual", actor=system_actor("t"), at=timezone.now()
+    )
     shop, _ = make_partner("Shop", scopes=[])
     return {"member": member, "other": other_member, "shop": shop}
 
