@@ -1,10 +1,11 @@
 """The Idempotency-Key mechanism every effectful POST goes through.
 
 Design (after Zulip and the IETF idempotency-key draft): in the request's durable transaction the
-key row is inserted first; a concurrent duplicate blocks on the unique index (bounded by the lock
-timeout) and, once the first commits, replays its stored response. The effect runs in a savepoint
-so a domain refusal is stored and replayed like a success, while a transient failure (busy) or a
-validation error stores nothing and may be retried with the same key.
+key row is inserted first (INSERT ... ON CONFLICT DO NOTHING RETURNING, no savepoints on the hot
+path); a concurrent duplicate blocks on the unique index (bounded by the lock timeout) and, once
+the first commits, replays its stored response. A domain refusal is stored and replayed like a
+success, while a transient failure (busy) or a validation error stores nothing and may be retried
+with the same key.
 """
 
 import hashlib
@@ -12,7 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import OperationalError, connection
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import JSONRenderer
@@ -21,7 +22,7 @@ from rest_framework.response import Response
 
 from core.api.authentication import actor_for_user
 from core.api.exceptions import PROBLEM_CONTENT_TYPE, domain_error_response
-from core.db import durable_atomic, is_lock_timeout, lock_timeout
+from core.db import durable_atomic, is_lock_timeout
 from core.exceptions import ConflictError, DomainError
 from core.models import IdempotencyRecord
 
@@ -74,8 +75,42 @@ def _replay(record: IdempotencyRecord) -> Response:
     )
 
 
+def _claim(*, owner: str, key: str, request: Request, fingerprint: str) -> int | None:
+    """Insert the key's record; ``None`` when it exists. A concurrent duplicate waits here on the
+    unique index (bounded by the session's lock_timeout) until the first commits or rolls back."""
+    table = IdempotencyRecord._meta.db_table
+    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'INSERT INTO {table} (owner, "key", method, path, fingerprint, response_status, '  # noqa: S608 - table name from the model
+            "response_body, created_at) VALUES (%s, %s, %s, %s, %s, 0, NULL, %s) "
+            'ON CONFLICT (owner, "key") DO NOTHING RETURNING id',
+            [owner, key, request.method or "", request.path[:500], fingerprint, created_at],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _replay_existing(*, owner: str, key: str, fingerprint: str) -> Response:
+    existing = IdempotencyRecord.objects.get(owner=owner, key=key)
+    if existing.fingerprint != fingerprint:
+        raise IdempotencyKeyReusedError("This Idempotency-Key was used for a different request.")
+    return _replay(existing)
+
+
+def _store(record_id: int, response: Response) -> None:
+    IdempotencyRecord.objects.filter(pk=record_id).update(
+        response_status=response.status_code, response_body=_as_json(response.data)
+    )
+
+
 def run_idempotent(request: Request, effect: Callable[[], Response]) -> Response:
-    """Run ``effect`` once per (client, Idempotency-Key) in a durable transaction it owns."""
+    """Run ``effect`` once per (client, Idempotency-Key) in a durable transaction it owns.
+
+    The key's record is inserted first and its response stored before commit, in the effect's
+    transaction. A domain refusal rolls the effect back and is then stored on its own, so it
+    replays like a success; a validation error or a transient failure stores nothing.
+    """
     key = _key_from(request)
     if key is None:
         with durable_atomic():
@@ -83,42 +118,35 @@ def run_idempotent(request: Request, effect: Callable[[], Response]) -> Response
 
     owner = actor_for_user(request.user).label
     fingerprint = _fingerprint(request)
-    with durable_atomic(), lock_timeout():
-        try:
-            with transaction.atomic():
-                record = IdempotencyRecord.objects.create(
-                    owner=owner,
-                    key=key,
-                    method=request.method or "",
-                    path=request.path[:500],
-                    fingerprint=fingerprint,
-                    response_status=0,
-                    created_at=timezone.now(),
-                )
-        except IntegrityError:
-            existing = IdempotencyRecord.objects.get(owner=owner, key=key)
-            if existing.fingerprint != fingerprint:
-                raise IdempotencyKeyReusedError(
-                    "This Idempotency-Key was used for a different request."
-                ) from None
-            return _replay(existing)
-        except OperationalError as error:
-            if is_lock_timeout(error):
-                raise IdempotencyKeyInUseError() from error
+    try:
+        with durable_atomic():
+            record_id = _claim_or_busy(
+                owner=owner, key=key, request=request, fingerprint=fingerprint
+            )
+            if record_id is None:
+                return _replay_existing(owner=owner, key=key, fingerprint=fingerprint)
+            response = effect()
+            _store(record_id, response)
+            return response
+    except DomainError as error:
+        if not error.replayable:
             raise
+        refusal = domain_error_response(error, instance=request.path)
+    with durable_atomic():
+        record_id = _claim_or_busy(owner=owner, key=key, request=request, fingerprint=fingerprint)
+        if record_id is None:  # a concurrent request with this key committed in between
+            return _replay_existing(owner=owner, key=key, fingerprint=fingerprint)
+        _store(record_id, refusal)
+    return refusal
 
-        try:
-            with transaction.atomic():
-                response = effect()
-        except DomainError as error:
-            if not error.replayable:
-                raise
-            response = domain_error_response(error, instance=request.path)
 
-        record.response_status = response.status_code
-        record.response_body = _as_json(response.data)
-        record.save(update_fields=("response_status", "response_body"))
-        return response
+def _claim_or_busy(*, owner: str, key: str, request: Request, fingerprint: str) -> int | None:
+    try:
+        return _claim(owner=owner, key=key, request=request, fingerprint=fingerprint)
+    except OperationalError as error:
+        if is_lock_timeout(error):
+            raise IdempotencyKeyInUseError() from error
+        raise
 
 
 def _as_json(data: Any) -> Any:
