@@ -89,7 +89,8 @@ class MemberPointsAwardView(APIView):
 
         def effect() -> Response:
             entry = ledger.points_award(member=member, actor=actor, at=timezone.now(), **fields)
-            return _entry_response(entry.pk)
+            # The service returns the entry with its lot: nothing to read back (hot path).
+            return Response(PointsEntrySerializer(entry).data, status=status.HTTP_201_CREATED)
 
         return run_idempotent(request, effect)
 

@@ -174,6 +174,8 @@ def _credit_locked(
     )
     posting.entries.append(entry)
     posting.lots.append(lot)
+    # The entry carries its lot, so callers render it without reading it back.
+    PointsEntry.lot.related.set_cached_value(entry, lot)
     if repay:
         # The new lot pays the debt off at once: recorded as consumed by its own entry.
         posting.consumptions.append((entry, lot, repay))
