@@ -1,6 +1,8 @@
-"""The operator's tool for partners, their API keys and the idempotency records.
+"""The operator's tool for partners, their API keys, the idempotency records, the outbox and
+webhooks.
 
-Plain API keys are shown once, in a message, when they are issued; only their hashes are stored.
+Plain API keys and webhook signing secrets are shown once, in a message, when they are issued;
+API keys are stored hashed, webhook secrets (needed to sign) are never displayed again.
 """
 
 from typing import Any
@@ -10,12 +12,35 @@ from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
+from django.utils.html import format_html
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
+from core.actors import Actor, ActorKind
+from core.db import durable_atomic
 from core.exceptions import DomainError
-from core.models import IdempotencyRecord, Partner, PartnerAPIKey, Scope
+from core.models import (
+    DeliveryStatus,
+    IdempotencyRecord,
+    OutboxEvent,
+    Partner,
+    PartnerAPIKey,
+    Scope,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from core.services import partner_create, partner_key_issue, partner_keys_revoke
+from core.webhooks import (
+    ALL_EVENTS,
+    EVENT_TYPES,
+    WebhookURLError,
+    webhook_deliveries_redeliver,
+    webhook_secret_rotate,
+    webhook_subscription_create,
+    webhook_subscription_update,
+    webhook_target_resolve,
+)
 
 # The package registers its own APIKey model; this project authenticates PartnerAPIKey only, so a
 # key made there would open nothing. Hide it to keep operators from issuing useless keys.
@@ -194,6 +219,8 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
     search_help_text = "An owner or an Idempotency-Key (exact)."
     ordering = ("-created_at", "-id")
     show_full_result_count = False
+    # The stored body can hold a secret shown once (a webhook's signing secret): never display it.
+    exclude = ("response_body",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -208,3 +235,353 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
     ) -> bool:
         # Deleting a record would let a retried request run its effect a second time.
         return False
+
+
+# --- Outbox and webhooks -----------------------------------------------------------------------
+
+# One action redelivers at most this many; a larger backlog is redelivered in several passes.
+MAX_REDELIVERIES_PER_ACTION = 1000
+
+
+def _operator_actor(request: HttpRequest) -> Actor:
+    return Actor(kind=ActorKind.OPERATOR, user_id=request.user.pk, name=request.user.get_username())
+
+
+def _secret_issued_message(subscription: WebhookSubscription, secret: str) -> str:
+    return (
+        f"Signing secret for the webhook {subscription.url}. Give it to the receiver now: it is "
+        f"shown only this once. Secret: {secret}"
+    )
+
+
+class EventTypeListFilter(admin.SimpleListFilter):
+    """The known event types, without scanning the outbox for distinct values."""
+
+    title = "event type"
+    parameter_name = "event_type"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> Any:
+        return [(event_type, event_type) for event_type in EVENT_TYPES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if not value:
+            return queryset
+        field = "event_type" if queryset.model is OutboxEvent else "event__event_type"
+        return queryset.filter(**{field: value})
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(admin.ModelAdmin):
+    """Read-only: events are written by the services, in the transaction of their change."""
+
+    list_display = ("created_at", "event_type", "aggregate_id", "position", "id")
+    list_filter = (EventTypeListFilter,)
+    search_fields = ("=aggregate_id",)
+    search_help_text = "A member id (or other aggregate id), exact."
+    ordering = ("-created_at", "-id")
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: OutboxEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: OutboxEvent | None = None) -> bool:
+        return False
+
+
+class WebhookSubscriptionAdminForm(forms.ModelForm):
+    event_types = forms.MultipleChoiceField(
+        choices=[(ALL_EVENTS, "* (every event type)"), *((name, name) for name in EVENT_TYPES)],
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+    class Meta:
+        model = WebhookSubscription
+        fields = ("partner", "url", "event_types", "description", "is_active")
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        try:
+            self.cleaned_data["target"] = webhook_target_resolve(url)
+        except WebhookURLError as error:
+            raise forms.ValidationError(error.detail) from None
+        return url
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    fields = (
+        "attempted_at",
+        "succeeded",
+        "status_code",
+        "error",
+        "duration_ms",
+        "response_excerpt",
+    )
+    readonly_fields = fields
+    ordering = ("attempted_at", "id")
+    extra = 0
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookSubscription)
+class WebhookSubscriptionAdmin(admin.ModelAdmin):
+    form = WebhookSubscriptionAdminForm
+    list_display = (
+        "url",
+        "partner",
+        "state",
+        "event_types",
+        "consecutive_failures",
+        "disabled_at",
+        "created_at",
+    )
+    list_filter = ("is_active", "partner")
+    list_select_related = ("partner",)
+    search_fields = ("url", "description")
+    autocomplete_fields = ("partner",)
+    ordering = ("-created_at", "-id")
+    actions = ("redeliver_failed", "enable", "rotate_secret")
+
+    @admin.display(description="state", ordering="is_active")
+    def state(self, obj: WebhookSubscription) -> str:
+        if obj.is_active:
+            return format_html('<span style="color:#2e7d32">{}</span>', "active")
+        return format_html(
+            '<strong style="color:#c62828">{}</strong> {}', "DISABLED", obj.disabled_reason
+        )
+
+    @admin.display(description="signing secret")
+    def secret_state(self, obj: WebhookSubscription) -> str:
+        return 'Hidden: it was shown once. Use the action "Rotate signing secret" for a new one.'
+
+    def get_fields(self, request: HttpRequest, obj: WebhookSubscription | None = None) -> Any:
+        if obj is None:
+            return ("partner", "url", "event_types", "description")
+        return (
+            "partner",
+            "url",
+            "event_types",
+            "description",
+            "is_active",
+            "secret_state",
+            "disabled_at",
+            "disabled_reason",
+            "consecutive_failures",
+            "created_at",
+            "updated_at",
+        )
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: WebhookSubscription | None = None
+    ) -> Any:
+        if obj is None:
+            return ()
+        return (
+            "partner",
+            "secret_state",
+            "disabled_at",
+            "disabled_reason",
+            "consecutive_failures",
+            "created_at",
+            "updated_at",
+        )
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        disabled = WebhookSubscription.objects.filter(is_active=False).count()
+        if disabled and request.method == "GET":
+            self.message_user(
+                request,
+                f"{disabled} webhook subscription(s) are disabled and receive nothing: filter "
+                'by "is active: No", fix the receiver, then use "Enable".',
+                messages.WARNING,
+            )
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        subscription = self.get_object(request, object_id)
+        if subscription is not None and not subscription.is_active and request.method == "GET":
+            self.message_user(
+                request,
+                f"This subscription is DISABLED: {subscription.disabled_reason}",
+                messages.WARNING,
+            )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except DomainError as error:  # raised by a service; the form view's transaction rolled back
+            self.message_user(request, error.detail, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def save_model(
+        self,
+        request: HttpRequest,
+        obj: WebhookSubscription,
+        form: forms.ModelForm,
+        change: bool,
+    ) -> None:
+        data = form.cleaned_data
+        if change:
+            updated = webhook_subscription_update(
+                subscription=WebhookSubscription.objects.get(pk=obj.pk),
+                actor=_operator_actor(request),
+                at=timezone.now(),
+                target=data["target"] if "url" in form.changed_data else None,
+                event_types=data["event_types"],
+                description=data["description"],
+                is_active=data["is_active"],
+            )
+            _adopt_saved(obj, updated)
+            return
+        subscription, secret = webhook_subscription_create(
+            partner=data["partner"],
+            target=data["target"],
+            event_types=data["event_types"],
+            description=data["description"],
+            at=timezone.now(),
+        )
+        _adopt_saved(obj, subscription)
+        self.message_user(request, _secret_issued_message(subscription, secret), messages.WARNING)
+
+    def has_redeliver_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("core.change_webhookdelivery")
+
+    @admin.action(description="Redeliver failed deliveries", permissions=["redeliver"])
+    def redeliver_failed(
+        self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]
+    ) -> None:
+        delivery_ids = list(
+            WebhookDelivery.objects.filter(subscription__in=queryset, status=DeliveryStatus.FAILED)
+            .order_by("id")
+            .values_list("pk", flat=True)[:MAX_REDELIVERIES_PER_ACTION]
+        )
+        with durable_atomic():
+            queued = webhook_deliveries_redeliver(delivery_ids=delivery_ids, at=timezone.now())
+        skipped = len(delivery_ids) - queued
+        message = f"Queued {queued} failed deliveries again."
+        if skipped:
+            message += f" Skipped {skipped} of disabled subscriptions: enable them first."
+        self.message_user(request, message, messages.WARNING if skipped else messages.SUCCESS)
+
+    @admin.action(description="Enable (resets the failure count)", permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]) -> None:
+        actor, at = _operator_actor(request), timezone.now()
+        count = 0
+        for subscription in queryset.filter(is_active=False).order_by("pk"):
+            webhook_subscription_update(
+                subscription=subscription, actor=actor, at=at, is_active=True
+            )
+            count += 1
+        self.message_user(request, f"Enabled {count} subscription(s).")
+
+    @admin.action(description="Rotate signing secret", permissions=["change"])
+    def rotate_secret(self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]) -> None:
+        at = timezone.now()
+        for subscription in queryset.order_by("pk"):
+            secret, expires_at = webhook_secret_rotate(subscription=subscription, at=at)
+            self.message_user(
+                request,
+                _secret_issued_message(subscription, secret)
+                + f" (the previous secret also signs until {expires_at:%Y-%m-%d %H:%M} UTC)",
+                messages.WARNING,
+            )
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Read-only: the delivery log. "Redeliver" attempts the selected deliveries again now."""
+
+    list_display = (
+        "id",
+        "subscription",
+        "partner",
+        "event_type",
+        "status",
+        "attempts_count",
+        "next_attempt_at",
+        "last_status_code",
+        "created_at",
+    )
+    list_filter = ("status", EventTypeListFilter, "subscription__partner")
+    list_select_related = ("subscription__partner", "event")
+    search_fields = ("=event__aggregate_id",)
+    search_help_text = "A member id (or other aggregate id) of the event, exact."
+    ordering = ("-id",)
+    show_full_result_count = False
+    inlines = (WebhookAttemptInline,)
+    actions = ("redeliver",)
+    readonly_fields = (
+        "subscription",
+        "event",
+        "status",
+        "attempts_count",
+        "next_attempt_at",
+        "last_attempt_at",
+        "last_status_code",
+        "created_at",
+    )
+    exclude = ("lease_token", "leased_until")
+
+    @admin.display(description="partner")
+    def partner(self, obj: WebhookDelivery) -> str:
+        return obj.subscription.partner.name
+
+    @admin.display(description="event type")
+    def event_type(self, obj: WebhookDelivery) -> str:
+        return obj.event.event_type
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: WebhookDelivery | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: WebhookDelivery | None = None
+    ) -> bool:
+        return False
+
+    def has_redeliver_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("core.change_webhookdelivery")
+
+    @admin.action(description="Redeliver", permissions=["redeliver"])
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        delivery_ids = list(
+            queryset.order_by("id").values_list("pk", flat=True)[:MAX_REDELIVERIES_PER_ACTION]
+        )
+        with durable_atomic():
+            queued = webhook_deliveries_redeliver(delivery_ids=delivery_ids, at=timezone.now())
+        skipped = len(delivery_ids) - queued
+        message = f"Queued {queued} deliveries again."
+        if skipped:
+            message += f" Skipped {skipped} of disabled subscriptions: enable them first."
+        self.message_user(request, message, messages.WARNING if skipped else messages.SUCCESS)

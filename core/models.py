@@ -1,4 +1,4 @@
-"""Cross-cutting tables: partners and their API keys, idempotency records."""
+"""Cross-cutting tables: partners and their API keys, idempotency records, the outbox and webhooks."""
 
 import uuid6
 from django.core.exceptions import ValidationError
@@ -104,6 +104,10 @@ class OutboxEvent(models.Model):
     payload = models.JSONField(default=dict)
     occurred_at = models.DateTimeField()
     created_at = models.DateTimeField()
+    # Assigned by the webhook dispatcher, one dispatcher at a time, so positions grow in commit
+    # order: a partner following the feed by position never skips an event that committed late.
+    # Null until dispatched (fanned out to the webhook subscriptions).
+    position = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
 
     class Meta:
         constraints = (
@@ -114,7 +118,132 @@ class OutboxEvent(models.Model):
         indexes = (
             models.Index(fields=("-created_at", "-id"), name="outbox_created_idx"),
             models.Index(fields=("aggregate_id", "-created_at"), name="outbox_aggregate_idx"),
+            models.Index(
+                fields=("id",),
+                condition=models.Q(position__isnull=True),
+                name="outbox_undispatched_idx",
+            ),
         )
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.aggregate_id}"
+
+
+class WebhookSubscription(models.Model):
+    """A partner's URL subscribed to event types; deliveries are signed with its secret.
+
+    The secret is kept in plain text because signing needs it; it is shown once (at creation or
+    rotation) and never returned or displayed again. During a rotation's grace period deliveries
+    carry a signature with the previous secret too, so receivers can switch without a gap.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid6.uuid7, editable=False)
+    partner = models.ForeignKey(
+        Partner, on_delete=models.CASCADE, related_name="webhook_subscriptions"
+    )
+    url = models.CharField(max_length=2000)
+    event_types = models.JSONField(default=list, help_text='Event types, or ["*"] for all.')
+    description = models.CharField(max_length=200, blank=True)
+    secret = models.CharField(max_length=100, editable=False)
+    previous_secret = models.CharField(max_length=100, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    is_active = models.BooleanField(default=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=200, blank=True)
+    consecutive_failures = models.PositiveIntegerField(
+        default=0,
+        help_text="Deliveries in a row that gave up after the whole retry schedule; any "
+        "successful delivery resets it.",
+    )
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        indexes = (
+            models.Index(fields=("partner", "-created_at", "-id"), name="webhook_sub_partner_idx"),
+        )
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed (gave up)"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one subscription, attempted until a 2xx or the retry schedule ends.
+
+    ``leased_until``/``lease_token`` say that a task message for it is queued or running: the
+    dispatcher re-enqueues a pending, due delivery only once its lease has passed, which is how a
+    task lost with a killed worker is recovered.
+    """
+
+    subscription = models.ForeignKey(
+        WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.ForeignKey(OutboxEvent, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    leased_until = models.DateTimeField(null=True, blank=True)
+    lease_token = models.UUIDField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        constraints = (
+            models.UniqueConstraint(
+                fields=("subscription", "event"), name="webhook_delivery_subscription_event_unique"
+            ),
+            # A pending delivery always knows when to try next; a finished one never does.
+            models.CheckConstraint(
+                condition=models.Q(status=DeliveryStatus.PENDING, next_attempt_at__isnull=False)
+                | (
+                    models.Q(next_attempt_at__isnull=True)
+                    & ~models.Q(status=DeliveryStatus.PENDING)
+                ),
+                name="webhook_delivery_pending_has_next_attempt",
+            ),
+        )
+        indexes = (
+            models.Index(
+                fields=("next_attempt_at",),
+                condition=models.Q(status=DeliveryStatus.PENDING),
+                name="webhook_delivery_due_idx",
+            ),
+            models.Index(
+                fields=("subscription", "-created_at", "-id"), name="webhook_delivery_log_idx"
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One HTTP attempt of a delivery, recorded after the call returns (append-only)."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempts")
+    attempted_at = models.DateTimeField()
+    succeeded = models.BooleanField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    duration_ms = models.PositiveIntegerField()
+    response_excerpt = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="The start of the receiver's answer; shown to operators only, never in the API.",
+    )
+
+    class Meta:
+        indexes = (models.Index(fields=("delivery", "attempted_at"), name="webhook_attempt_idx"),)
+
+    def __str__(self) -> str:
+        return f"attempt {self.pk} of delivery {self.delivery_id}"

@@ -25,6 +25,7 @@ SCHEDULES: tuple[Schedule, ...] = (
     Schedule("Release pending points", "rewards.points_release_pending", "20", "*"),
     Schedule("Warn of expiring points", "rewards.points_expiring_notify", "0", "1"),  # 09:00 CST
     Schedule("Audit the points ledger", "rewards.ledger_audit", "40", "17"),
+    Schedule("Dispatch webhooks", "core.webhooks_dispatch", "*", "*"),
 )
 
 

@@ -8,6 +8,7 @@ api_v1 = [
     path("", include("members.api.urls")),
     path("", include("tiers.api.urls")),
     path("", include("rewards.api.urls")),
+    path("", include("core.api.urls")),
 ]
 
 urlpatterns = [

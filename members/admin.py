@@ -22,7 +22,7 @@ from django.utils import timezone
 from core.actors import Actor, ActorKind
 from core.db import durable_atomic
 from core.exceptions import DomainError, InvalidInputError
-from core.models import SYSTEM_NAMESPACE
+from core.models import SYSTEM_NAMESPACE, Partner
 from members.csv_io import (
     MEMBER_IMPORT_OPTIONAL,
     MEMBER_IMPORT_REQUIRED,
@@ -36,7 +36,18 @@ from members.csv_io import (
     members_csv_import,
     members_csv_rows,
 )
-from members.models import Identity, Member, MemberTag, TagChange, TagSource
+from members.models import (
+    EVENT_SOURCE_MEMBER,
+    EVENT_SOURCE_OPERATOR,
+    ActivityEvent,
+    EventType,
+    Identity,
+    Member,
+    MemberDailyActivity,
+    MemberTag,
+    TagChange,
+    TagSource,
+)
 from members.services import (
     MEMBER_EDITABLE_FIELDS,
     TagInput,
@@ -728,3 +739,140 @@ class TagChangeAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: TagChange | None = None) -> bool:
         return False
+
+
+# --- Activity ------------------------------------------------------------------------------------
+
+
+@admin.register(EventType)
+class EventTypeAdmin(admin.ModelAdmin):
+    """Operators register custom event types; the built-ins' meaning is fixed (the rollups, the
+    lifecycle rules and what members may report depend on it)."""
+
+    list_display = (
+        "code",
+        "name",
+        "counts_as_interaction",
+        "members_may_post",
+        "is_builtin",
+        "is_active",
+    )
+    list_filter = ("is_builtin", "is_active", "counts_as_interaction", "members_may_post")
+    search_fields = ("code", "name")
+    ordering = ("code",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: EventType | None = None) -> Any:
+        if obj is None:
+            return ("is_builtin", "created_at")
+        if obj.is_builtin:
+            return ("code", "counts_as_interaction", "members_may_post", "is_builtin", "created_at")
+        return ("code", "is_builtin", "created_at")
+
+    def has_delete_permission(self, request: HttpRequest, obj: EventType | None = None) -> bool:
+        return (obj is None or not obj.is_builtin) and super().has_delete_permission(request, obj)
+
+    def save_model(
+        self, request: HttpRequest, obj: EventType, form: forms.ModelForm, change: bool
+    ) -> None:
+        # No service: an event type is plain configuration the form has validated; created_at
+        # is business time (no auto_now), so the interface reads the clock.
+        if not change:
+            obj.created_at = timezone.now()
+        super().save_model(request, obj, form, change)
+
+
+class EventTypeListFilter(admin.SimpleListFilter):
+    """The registered types, read from their own small table (not a scan of the events)."""
+
+    title = "type"
+    parameter_name = "type"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(code, code) for code in EventType.objects.values_list("code", flat=True)]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[ActivityEvent]
+    ) -> QuerySet[ActivityEvent]:
+        return queryset.filter(type=self.value()) if self.value() else queryset
+
+
+class EventSourceListFilter(admin.SimpleListFilter):
+    """Members, operators and each partner's namespace (not a scan of the events)."""
+
+    title = "source"
+    parameter_name = "source"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        partners = Partner.objects.order_by("namespace").values_list("namespace", "name")
+        return [
+            (EVENT_SOURCE_MEMBER, "Members (self-reported)"),
+            (EVENT_SOURCE_OPERATOR, "Operators"),
+            *((namespace, f"Partner: {name}") for namespace, name in partners),
+        ]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[ActivityEvent]
+    ) -> QuerySet[ActivityEvent]:
+        return queryset.filter(source=self.value()) if self.value() else queryset
+
+
+class _ReadOnlyActivityAdmin(admin.ModelAdmin):
+    """Written by event ingestion only: lists and view-only pages."""
+
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+@admin.register(ActivityEvent)
+class ActivityEventAdmin(_ReadOnlyActivityAdmin):
+    list_display = (
+        "occurred_at",
+        "member",
+        "type",
+        "source",
+        "event_id",
+        "points_awarded",
+        "received_at",
+    )
+    list_filter = (
+        EventTypeListFilter,
+        EventSourceListFilter,
+        ("business_date", admin.DateFieldListFilter),
+    )
+    search_fields = ("=member__external_id", "=event_id")
+    search_help_text = "A member's external id or an event id (exact)."
+    list_select_related = ("member",)
+    # Ids grow with receipt: newest first, by the primary key.
+    ordering = ("-id",)
+
+
+@admin.register(MemberDailyActivity)
+class MemberDailyActivityAdmin(_ReadOnlyActivityAdmin):
+    list_display = (
+        "business_date",
+        "member",
+        "interactions",
+        "logins",
+        "checkins",
+        "posts",
+        "comments",
+        "likes",
+        "shares",
+        "purchases",
+        "purchase_amount",
+        "points_earned",
+    )
+    list_filter = (("business_date", admin.DateFieldListFilter),)
+    search_fields = ("=member__external_id",)
+    search_help_text = "A member's external id (exact)."
+    list_select_related = ("member",)
+    # Unique per (member, day), served backwards by the (business_date, member) index.
+    ordering = ("-business_date", "-member")

@@ -9,7 +9,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 
-from members.models import LifecycleStage, Member, MemberTag
+from members.models import ActivityEvent, LifecycleStage, Member, MemberTag
 from tiers.models import Tier
 
 TAG_PATTERN = re.compile(
@@ -73,3 +73,15 @@ class MemberFilter(django_filters.FilterSet):
             | Q(display_name__icontains=value)
             | Q(email__iexact=value)
         )
+
+
+class ActivityEventFilter(django_filters.FilterSet):
+    type = django_filters.CharFilter(max_length=64)
+    source = django_filters.CharFilter(max_length=64)
+    occurred_after = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    business_date = django_filters.DateFilter(help_text="A day in the program time zone.")
+
+    class Meta:
+        model = ActivityEvent
+        fields = ()

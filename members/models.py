@@ -1,4 +1,5 @@
-"""Members, their linked identities and their tags (with an audit of every tag change)."""
+"""Members, their linked identities and their tags (with an audit of every tag change); activity
+events, their registered types and the daily activity rollups."""
 
 import uuid6
 from django.conf import settings
@@ -46,9 +47,19 @@ class Member(models.Model):
         max_length=16, choices=LifecycleStage.choices, default=LifecycleStage.NEW
     )
     lifecycle_changed_at = models.DateTimeField()
+    previous_lifecycle_stage = models.CharField(
+        max_length=16, choices=LifecycleStage.choices, blank=True
+    )
+    # Activity times, written by event ingestion only (first_* never move later, last_* never
+    # earlier, so late events cannot rewind them). "Interaction" is every event type flagged
+    # ``counts_as_interaction`` (all but login and purchase by default).
     first_interaction_at = models.DateTimeField(null=True, blank=True)
+    last_interaction_at = models.DateTimeField(null=True, blank=True)
     first_purchase_at = models.DateTimeField(null=True, blank=True)
-    last_activity_at = models.DateTimeField(null=True, blank=True)
+    last_purchase_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(
+        null=True, blank=True, help_text="The latest event of any type (a visit)."
+    )
     last_login_at = models.DateTimeField(null=True, blank=True)
     public_recognition = models.BooleanField(
         default=False, help_text="Opted in to the public honors wall."
@@ -162,3 +173,140 @@ class TagChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.namespace}:{self.key}"
+
+
+# --- Activity ------------------------------------------------------------------------------------
+
+
+class EventType(models.Model):
+    """A registered activity event type: the built-ins of SPEC §2 (seeded) and custom ones that
+    operators add in the admin. Events of an unregistered or inactive type are rejected."""
+
+    code = models.SlugField(max_length=64, primary_key=True)
+    name = models.CharField(max_length=100)
+    counts_as_interaction = models.BooleanField(
+        default=True,
+        help_text="Counts as an interaction: keeps the member from going silent, makes an active "
+        "day and counts in the 'interactions' metric.",
+    )
+    members_may_post = models.BooleanField(
+        default=False, help_text="Members may send it about themselves through me/events/."
+    )
+    is_builtin = models.BooleanField(default=False, editable=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("code",)
+
+    def __str__(self) -> str:
+        return self.code
+
+
+# Event sources besides partner namespaces.
+EVENT_SOURCE_MEMBER = "member"
+EVENT_SOURCE_OPERATOR = "operator"
+
+
+class ActivityEvent(models.Model):
+    """One activity event, stored once per (source, event id) with the points it earned.
+
+    ``source`` is the sending partner's namespace, ``operator``, or ``member`` (self-posted; the
+    member's id prefixes the client's event id so members' ids never collide).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    source = models.CharField(max_length=64)
+    event_id = models.CharField(max_length=128)
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="activity_events")
+    type = models.SlugField(max_length=64)
+    occurred_at = models.DateTimeField()
+    business_date = models.DateField(help_text="The day of occurred_at in the program time zone.")
+    properties = models.JSONField(default=dict, blank=True)
+    points_awarded = models.BigIntegerField(default=0)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(
+                fields=("source", "event_id"), name="activity_event_source_event_unique"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(points_awarded__gte=0), name="activity_event_points_gte_0"
+            ),
+        )
+        indexes = (
+            models.Index(
+                fields=("member", "-occurred_at", "-id"), name="activity_event_member_idx"
+            ),
+            # The hourly velocity count of awarded events per member and type.
+            models.Index(
+                fields=("member", "type", "received_at"),
+                condition=models.Q(points_awarded__gt=0),
+                name="activity_event_velocity_idx",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.source}:{self.event_id}"
+
+    @property
+    def client_event_id(self) -> str:
+        """The id the sender chose (self-posted ids are stored prefixed with the member's id)."""
+        prefix = f"{self.member_id}:"
+        if self.source == EVENT_SOURCE_MEMBER and self.event_id.startswith(prefix):
+            return self.event_id[len(prefix) :]
+        return self.event_id
+
+
+class MemberDailyActivity(models.Model):
+    """One member's activity on one business day, maintained at ingestion by atomic increments.
+
+    Rolling-window metrics (SPEC §2) are sums over these rows. ``interactions`` counts the events
+    whose type counts as an interaction; an active day is a row with ``interactions > 0``.
+    """
+
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="daily_activity")
+    business_date = models.DateField()
+    interactions = models.PositiveIntegerField(default=0)
+    logins = models.PositiveIntegerField(default=0)
+    checkins = models.PositiveIntegerField(default=0)
+    posts = models.PositiveIntegerField(default=0)
+    comments = models.PositiveIntegerField(default=0)
+    likes = models.PositiveIntegerField(default=0)
+    shares = models.PositiveIntegerField(default=0)
+    purchases = models.PositiveIntegerField(default=0)
+    purchase_amount = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    support_inquiries = models.PositiveIntegerField(default=0)
+    courses_completed = models.PositiveIntegerField(default=0)
+    other_events = models.PositiveIntegerField(default=0, help_text="Events of custom types.")
+    points_earned = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "member daily activity"
+        constraints = (
+            models.UniqueConstraint(
+                fields=("member", "business_date"), name="member_daily_activity_unique"
+            ),
+        )
+        indexes = (
+            models.Index(fields=("business_date", "member"), name="member_daily_activity_date_idx"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.member_id} {self.business_date}"
+
+
+# The rollup column each built-in event type counts in; custom types count in ``other_events``.
+ROLLUP_COLUMNS = {
+    "login": "logins",
+    "checkin": "checkins",
+    "post": "posts",
+    "comment": "comments",
+    "like": "likes",
+    "share": "shares",
+    "purchase": "purchases",
+    "support_inquiry": "support_inquiries",
+    "course_completed": "courses_completed",
+}
+ROLLUP_OTHER_COLUMN = "other_events"

@@ -99,6 +99,10 @@ IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
 if IS_POSTGRES:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    # Every lock wait is bounded for the whole session; a timeout maps to 409/503 (STYLE §3.5).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "options", f"-c lock_timeout={env.int('LOYALTY_LOCK_TIMEOUT_MS', default=5000)}"
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (throttling, short-lived state) ----------------------------------------------------
@@ -268,3 +272,82 @@ LOYALTY_PURCHASE_PENDING_DAYS = env.int("LOYALTY_PURCHASE_PENDING_DAYS", default
 LOYALTY_POINTS_EXPIRING_WARNING_DAYS = env.int("LOYALTY_POINTS_EXPIRING_WARNING_DAYS", default=30)
 LOYALTY_POINTS_MAX_AWARD = env.int("LOYALTY_POINTS_MAX_AWARD", default=10_000_000)
 LOYALTY_JOB_CHUNK_SIZE = env.int("LOYALTY_JOB_CHUNK_SIZE", default=1000)
+
+# --- Webhooks (LOYALTY_WEBHOOK_...) ---------------------------------------------------------------
+# Targets: https only and public addresses only, unless these allow more (tests and the demo run
+# receivers on loopback over plain http).
+LOYALTY_WEBHOOK_ALLOW_HTTP = env.bool("LOYALTY_WEBHOOK_ALLOW_HTTP", default=DEBUG)
+LOYALTY_WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool(
+    "LOYALTY_WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False
+)
+LOYALTY_WEBHOOK_CONNECT_TIMEOUT_SECONDS = env.float(
+    "LOYALTY_WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=3.0
+)
+LOYALTY_WEBHOOK_READ_TIMEOUT_SECONDS = env.float(
+    "LOYALTY_WEBHOOK_READ_TIMEOUT_SECONDS", default=10.0
+)
+# Deliveries in a row that give up after the whole retry schedule (> 24 h each) before the
+# subscription is disabled; a 410 Gone disables it at once.
+LOYALTY_WEBHOOK_DISABLE_AFTER_FAILURES = env.int(
+    "LOYALTY_WEBHOOK_DISABLE_AFTER_FAILURES", default=5
+)
+LOYALTY_WEBHOOK_MAX_SUBSCRIPTIONS_PER_PARTNER = env.int(
+    "LOYALTY_WEBHOOK_MAX_SUBSCRIPTIONS_PER_PARTNER", default=20
+)
+LOYALTY_WEBHOOK_SECRET_ROTATION_GRACE_HOURS = env.int(
+    "LOYALTY_WEBHOOK_SECRET_ROTATION_GRACE_HOURS", default=24
+)
+# Leases: an attempt in flight holds its delivery for ATTEMPT_LEASE (longer than the delivery
+# task's time limit); a queued task message holds it for QUEUE_LEASE. When a lease runs out (the
+# worker died, the message was lost) the dispatcher enqueues the delivery again.
+LOYALTY_WEBHOOK_ATTEMPT_LEASE_SECONDS = env.int(
+    "LOYALTY_WEBHOOK_ATTEMPT_LEASE_SECONDS", default=120
+)
+LOYALTY_WEBHOOK_QUEUE_LEASE_SECONDS = env.int("LOYALTY_WEBHOOK_QUEUE_LEASE_SECONDS", default=900)
+# Retries due within this are enqueued with a countdown; later ones are left to the dispatcher.
+# Redis keeps a countdown task unacknowledged until it runs and redelivers it after the
+# visibility timeout, so the cap must stay below CELERY_BROKER_TRANSPORT_OPTIONS'
+# visibility_timeout (2 h). Raising the visibility timeout instead would delay recovering tasks
+# of a killed worker; the retry schedule itself lives in the database (next_attempt_at).
+LOYALTY_WEBHOOK_MAX_COUNTDOWN_SECONDS = env.int(
+    "LOYALTY_WEBHOOK_MAX_COUNTDOWN_SECONDS", default=3600
+)
+LOYALTY_WEBHOOK_DISPATCH_BATCH_SIZE = env.int("LOYALTY_WEBHOOK_DISPATCH_BATCH_SIZE", default=500)
+LOYALTY_WEBHOOK_DISPATCH_MAX_PER_RUN = env.int(
+    "LOYALTY_WEBHOOK_DISPATCH_MAX_PER_RUN", default=10_000
+)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["WebhookDeliveryStatusEnum"] = (
+    "core.models.DeliveryStatus"
+)
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= LOYALTY_WEBHOOK_MAX_COUNTDOWN_SECONDS:
+    raise ImproperlyConfigured(
+        "LOYALTY_WEBHOOK_MAX_COUNTDOWN_SECONDS must be below the broker's visibility_timeout."
+    )
+
+# --- Activity, lifecycle and scenario triggers -------------------------------------------------
+# Events older than this (or more than LOYALTY_EVENT_MAX_FUTURE_SECONDS ahead) are rejected.
+LOYALTY_EVENT_MAX_AGE_DAYS = env.int("LOYALTY_EVENT_MAX_AGE_DAYS", default=30)
+LOYALTY_EVENT_MAX_FUTURE_SECONDS = env.int("LOYALTY_EVENT_MAX_FUTURE_SECONDS", default=300)
+# Members' self-posted events must be recent: backdating would farm past days' earning caps.
+LOYALTY_MEMBER_EVENT_MAX_AGE_HOURS = env.int("LOYALTY_MEMBER_EVENT_MAX_AGE_HOURS", default=24)
+LOYALTY_EVENT_MAX_PROPERTIES_BYTES = env.int("LOYALTY_EVENT_MAX_PROPERTIES_BYTES", default=4096)
+LOYALTY_EVENT_MAX_PROPERTIES_KEYS = env.int("LOYALTY_EVENT_MAX_PROPERTIES_KEYS", default=50)
+# A batch of LOYALTY_MAX_BATCH_ITEMS events with full properties must fit in one request body.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=6 * 1024 * 1024)
+LOYALTY_SILENT_DAYS = env.int("LOYALTY_SILENT_DAYS", default=7)
+LOYALTY_DORMANT_DAYS = env.int("LOYALTY_DORMANT_DAYS", default=30)
+LOYALTY_CHURNED_DAYS = env.int("LOYALTY_CHURNED_DAYS", default=90)
+# A new member becomes active after interacting on this many distinct business days.
+LOYALTY_REGULAR_PARTICIPATION_DAYS = env.int("LOYALTY_REGULAR_PARTICIPATION_DAYS", default=2)
+LOYALTY_WELCOME_WINDOW_HOURS = env.int("LOYALTY_WELCOME_WINDOW_HOURS", default=24)
+LOYALTY_RECALL_DAYS = env.list("LOYALTY_RECALL_DAYS", cast=int, default=[30, 60, 90])
+# A scenario missed (job not run) still fires this many days after its threshold, never later,
+# so a first run over old data does not message everyone who lapsed long ago.
+LOYALTY_SCENARIO_CATCH_UP_DAYS = env.int("LOYALTY_SCENARIO_CATCH_UP_DAYS", default=7)
+LOYALTY_MEMBER_MAX_BATCH_ITEMS = env.int("LOYALTY_MEMBER_MAX_BATCH_ITEMS", default=100)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
+    {
+        "BatchItemStatusEnum": "members.api.serializers.EVENT_STATUSES",
+        "EventRejectReasonEnum": "members.api.serializers.EVENT_REJECT_REASONS",
+    }
+)

@@ -20,5 +20,12 @@ STORAGES = {
 }
 # Each test process gets its own memory cache so throttling counters never leak between runs.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-CELERY_TASK_ALWAYS_EAGER = True
+# Tasks run inline, except in the subprocess workers of the real-broker tests
+# (tests/core/test_webhooks_worker.py), which isolate their queues under a per-run key prefix.
+CELERY_TASK_ALWAYS_EAGER = not os.environ.get("LOYALTY_TEST_REAL_BROKER")
+if os.environ.get("LOYALTY_TEST_BROKER_PREFIX"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **CELERY_BROKER_TRANSPORT_OPTIONS,
+        "global_keyprefix": os.environ["LOYALTY_TEST_BROKER_PREFIX"],
+    }
 MIDDLEWARE = [name for name in MIDDLEWARE if not name.startswith("whitenoise")]

@@ -1,13 +1,17 @@
 """Input and output bodies of the members, identities, tags and auth endpoints."""
 
+import json
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
 from core.api.serializers import StrictInputSerializer
-from members.models import Identity, Member, MemberTag, TagCategory
+from members.activity import EventStatus, RejectReason
+from members.models import ActivityEvent, Identity, Member, MemberTag, TagCategory
+from members.selectors import METRIC_NAMES, MemberMetrics
 from members.services import TagSyncMode
 
 # --- Output ---------------------------------------------------------------------------------------
@@ -37,8 +41,11 @@ class MemberSerializer(serializers.ModelSerializer):
             "lifecycle_changed_at",
             "joined_at",
             "first_interaction_at",
+            "last_interaction_at",
             "first_purchase_at",
+            "last_purchase_at",
             "last_activity_at",
+            "last_login_at",
             "public_recognition",
             "identities",
             "erased_at",
@@ -187,3 +194,180 @@ class TagSyncDocumentedSerializer(TagSyncSerializer):
     """The same body as TagSyncSerializer, with the item shape spelled out for the schema."""
 
     members = TagSyncItemSerializer(many=True, max_length=1000)  # type: ignore[assignment]
+
+
+# --- Activity events ------------------------------------------------------------------------------
+
+EVENT_ID_PATTERN = r"^[\w.:@#/+-]+$"
+# Members' ids cannot contain ":", which separates the member's id from theirs when stored.
+MEMBER_EVENT_ID_PATTERN = r"^[\w.-]+$"
+MEMBER_EVENT_ID_MAX_LENGTH = 80
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """A timestamp with an explicit UTC offset: a naive one could land in the wrong day."""
+
+    def enforce_timezone(self, value: datetime) -> datetime:
+        if timezone.is_naive(value):
+            raise serializers.ValidationError(
+                "Include a UTC offset, e.g. 2026-05-01T10:00:00+08:00.", code="naive_datetime"
+            )
+        return super().enforce_timezone(value)
+
+
+def _properties_validate(value: dict[str, Any]) -> None:
+    if len(value) > settings.LOYALTY_EVENT_MAX_PROPERTIES_KEYS:
+        raise serializers.ValidationError(
+            f"At most {settings.LOYALTY_EVENT_MAX_PROPERTIES_KEYS} keys.", code="too_many_keys"
+        )
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > settings.LOYALTY_EVENT_MAX_PROPERTIES_BYTES:
+        raise serializers.ValidationError(
+            f"At most {settings.LOYALTY_EVENT_MAX_PROPERTIES_BYTES} bytes of JSON.",
+            code="too_large",
+        )
+
+
+def _properties_field() -> serializers.DictField:
+    return serializers.DictField(
+        required=False,
+        default=dict,
+        validators=[_properties_validate],
+        help_text=(
+            "Free-form details. A purchase needs `amount` (decimal string or number, 0 to 10^9, "
+            "at most 2 decimal places) and may give `currency` (ISO 4217)."
+        ),
+    )
+
+
+class EventItemSerializer(StrictInputSerializer):
+    id = serializers.RegexField(
+        EVENT_ID_PATTERN,
+        max_length=128,
+        help_text="Your id of the event; with your source it makes the event idempotent.",
+    )
+    external_id = serializers.CharField(max_length=128, help_text="The member's external id.")
+    type = serializers.SlugField(max_length=64, help_text="A registered event type.")
+    occurred_at = AwareDateTimeField()
+    properties = _properties_field()
+
+
+class MeEventItemSerializer(StrictInputSerializer):
+    id = serializers.RegexField(
+        MEMBER_EVENT_ID_PATTERN,
+        max_length=MEMBER_EVENT_ID_MAX_LENGTH,
+        help_text="The client's id of the event (letters, digits, '_', '.', '-').",
+    )
+    type = serializers.SlugField(
+        max_length=64, help_text="An event type members may post (e.g. post, comment, like)."
+    )
+    occurred_at = AwareDateTimeField()
+    properties = _properties_field()
+
+
+class EventBatchSerializer(StrictInputSerializer):
+    """The envelope is validated whole; each event on its own, for per-item results."""
+
+    events = serializers.ListField(
+        child=serializers.JSONField(),
+        min_length=1,
+        max_length=settings.LOYALTY_MAX_BATCH_ITEMS,
+        help_text="Each item: id, external_id, type, occurred_at, properties.",
+    )
+
+
+class EventBatchDocumentedSerializer(EventBatchSerializer):
+    """The same body as EventBatchSerializer, with the item shape spelled out for the schema."""
+
+    events = EventItemSerializer(many=True, max_length=settings.LOYALTY_MAX_BATCH_ITEMS)  # type: ignore[assignment]
+
+
+class MeEventBatchSerializer(StrictInputSerializer):
+    events = serializers.ListField(
+        child=serializers.JSONField(),
+        min_length=1,
+        max_length=settings.LOYALTY_MEMBER_MAX_BATCH_ITEMS,
+        help_text="Each item: id, type, occurred_at, properties.",
+    )
+
+
+class MeEventBatchDocumentedSerializer(MeEventBatchSerializer):
+    """The same body as MeEventBatchSerializer, with the item shape spelled out for the schema."""
+
+    events = MeEventItemSerializer(many=True, max_length=settings.LOYALTY_MEMBER_MAX_BATCH_ITEMS)  # type: ignore[assignment]
+
+
+EVENT_STATUSES = tuple(status.value for status in EventStatus)
+EVENT_REJECT_REASONS = tuple(reason.value for reason in RejectReason)
+
+
+class EventResultSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The event's id as sent.")
+    status = serializers.ChoiceField(choices=EVENT_STATUSES)
+    reason = serializers.ChoiceField(
+        choices=EVENT_REJECT_REASONS,
+        allow_null=True,
+        help_text="Why a rejected event was rejected.",
+    )
+    points_awarded = serializers.IntegerField(
+        help_text="Points the event earned (for a duplicate: what it earned the first time)."
+    )
+    errors = serializers.ListField(child=serializers.DictField(), default=list)
+
+
+class EventBatchResponseSerializer(serializers.Serializer):
+    results = EventResultSerializer(many=True)
+
+
+class ActivityEventSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="client_event_id", help_text="The sender's id of the event.")
+
+    class Meta:
+        model = ActivityEvent
+        fields = (
+            "id",
+            "source",
+            "type",
+            "occurred_at",
+            "business_date",
+            "properties",
+            "points_awarded",
+            "received_at",
+        )
+        read_only_fields = fields
+
+
+# --- Metrics -------------------------------------------------------------------------------------
+
+
+class MemberMetricsQuerySerializer(StrictInputSerializer):
+    window_days = serializers.IntegerField(min_value=1, max_value=366, default=30)
+    as_of = serializers.DateField(
+        required=False, help_text="The last day of the window (program time zone); default today."
+    )
+
+
+class MemberMetricsSerializer(serializers.Serializer):
+    member_id = serializers.UUIDField()
+    as_of = serializers.DateField()
+    window_days = serializers.IntegerField()
+    interactions = serializers.IntegerField()
+    active_days = serializers.IntegerField()
+    posts = serializers.IntegerField()
+    shares = serializers.IntegerField()
+    purchases = serializers.IntegerField()
+    purchase_amount = serializers.DecimalField(max_digits=16, decimal_places=2)
+    qualifying_points = serializers.IntegerField()
+    checkin_streak = serializers.IntegerField()
+    tenure_days = serializers.IntegerField()
+
+    @staticmethod
+    def body(
+        *, member_id: Any, as_of: Any, window_days: int, metrics: MemberMetrics
+    ) -> dict[str, Any]:
+        return {
+            "member_id": member_id,
+            "as_of": as_of,
+            "window_days": window_days,
+            **{name: metrics.value(name) for name in METRIC_NAMES},
+        }

@@ -21,4 +21,16 @@ urlpatterns = [
     ),
     path("tag-sync/", views.TagSyncView.as_view(), name="tag-sync"),
     path("me/", views.MeView.as_view(), name="me"),
+    path("events/", views.EventIngestView.as_view(), name="events"),
+    path("me/events/", views.MeEventIngestView.as_view(), name="me-events"),
+    path(
+        "members/<uuid:member_id>/events/",
+        views.MemberEventListView.as_view(),
+        name="member-events",
+    ),
+    path(
+        "members/<uuid:member_id>/metrics/",
+        views.MemberMetricsView.as_view(),
+        name="member-metrics",
+    ),
 ]

@@ -1,12 +1,14 @@
-"""HTTP interface of members, identities and tags: parse, call one service or selector, render."""
+"""HTTP interface of members, identities, tags, activity events and metrics: parse, call one
+service or selector, render."""
 
 from typing import Any
 from uuid import UUID
 
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
-from rest_framework import generics, status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,12 +18,23 @@ from core.actors import Actor
 from core.api.authentication import actor_for_user
 from core.api.exceptions import flatten_errors
 from core.api.idempotency import run_idempotent
+from core.api.pagination import CreatedCursorPagination
 from core.models import Scope
-from members import selectors, services
+from members import activity, selectors, services
 from members.api.serializers import (
+    ActivityEventSerializer,
+    EventBatchDocumentedSerializer,
+    EventBatchResponseSerializer,
+    EventBatchSerializer,
+    EventItemSerializer,
     IdentitiesReplaceSerializer,
     IdentitySerializer,
+    MeEventBatchDocumentedSerializer,
+    MeEventBatchSerializer,
+    MeEventItemSerializer,
     MemberCreateSerializer,
+    MemberMetricsQuerySerializer,
+    MemberMetricsSerializer,
     MemberSerializer,
     MemberTagSerializer,
     MemberUpdateSerializer,
@@ -32,9 +45,10 @@ from members.api.serializers import (
     TagSyncResponseSerializer,
     TagSyncSerializer,
 )
-from members.filters import MemberFilter
-from members.models import Member
+from members.filters import ActivityEventFilter, MemberFilter
+from members.models import ActivityEvent, Member
 from members.services import TagInput, TagSyncItem, TagSyncMode
+from rewards.services.earning import business_date_of
 
 
 def actor_of(request: Request) -> Actor:
@@ -274,3 +288,171 @@ class MeView(APIView):
             member=member, changes=data.validated_data, actor=actor, at=timezone.now()
         )
         return _member_response(request, member.pk)
+
+
+# --- Activity events and metrics ------------------------------------------------------------------
+
+_EVENTS_DESCRIPTION = (
+    "Each event gets its own result, in order: `accepted` (stored; `points_awarded` by the "
+    "earning rules, within daily caps and velocity limits), `duplicate` (this source sent the "
+    "id before, or earlier in the batch; nothing changes) or `rejected` with a `reason`: "
+    "`bad_field`, `unknown_member`, `unknown_type`, `forbidden_type`, `out_of_order` (older "
+    "than LOYALTY_EVENT_MAX_AGE_DAYS) or `in_the_future`. The batch is one transaction."
+)
+
+
+class EventIngestView(APIView):
+    operator_permissions = {"POST": ["members.add_activityevent"]}
+    partner_scopes = {"POST": Scope.EVENTS_WRITE}
+
+    @extend_schema(
+        request=EventBatchDocumentedSerializer,
+        responses=EventBatchResponseSerializer,
+        description=(
+            "Send up to 1,000 activity events of members named by `external_id`. Event ids are "
+            "unique per source (a partner's namespace, or `operator`). " + _EVENTS_DESCRIPTION
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        envelope = EventBatchSerializer(data=request.data)
+        envelope.is_valid(raise_exception=True)
+        return _events_ingest(request, envelope.validated_data["events"], EventItemSerializer)
+
+
+class MeEventIngestView(APIView):
+    member_access = ("POST",)
+
+    @extend_schema(
+        request=MeEventBatchDocumentedSerializer,
+        responses=EventBatchResponseSerializer,
+        description=(
+            "The signed-in member reports their own engagement (types members may post: login, "
+            "post, comment, like, share and custom ones allowed by operators; never purchases), "
+            "at most LOYALTY_MEMBER_EVENT_MAX_AGE_HOURS old. " + _EVENTS_DESCRIPTION
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        envelope = MeEventBatchSerializer(data=request.data)
+        envelope.is_valid(raise_exception=True)
+        return _events_ingest(request, envelope.validated_data["events"], MeEventItemSerializer)
+
+
+def _events_ingest(
+    request: Request, raw_items: list[Any], item_serializer: type[serializers.Serializer]
+) -> Response:
+    items, positions, rejected = _validate_event_items(raw_items, item_serializer)
+
+    def effect() -> Response:
+        results = activity.events_ingest(items=items, actor=actor_of(request), at=timezone.now())
+        by_position = dict(zip(positions, results, strict=True))
+        body = [
+            rejected.get(position) or _event_result_body(by_position[position])
+            for position in range(len(raw_items))
+        ]
+        return Response({"results": body})
+
+    return run_idempotent(request, effect)
+
+
+def _validate_event_items(
+    raw_items: list[Any], item_serializer: type[serializers.Serializer]
+) -> tuple[list[activity.EventInput], list[int], dict[int, dict[str, Any]]]:
+    """Validate each event on its own: a malformed one is rejected, the others go ahead."""
+    items: list[activity.EventInput] = []
+    positions: list[int] = []
+    rejected: dict[int, dict[str, Any]] = {}
+    # One serializer validates every item: its fields are built once, not a thousand times.
+    validator = item_serializer()
+    for position, raw in enumerate(raw_items):
+        try:
+            data = validator.run_validation(raw)
+        except ValidationError as error:
+            event_id = raw.get("id") if isinstance(raw, dict) else None
+            rejected[position] = {
+                "id": str(event_id)[:128] if event_id is not None else "",
+                "status": activity.EventStatus.REJECTED.value,
+                "reason": activity.RejectReason.BAD_FIELD.value,
+                "points_awarded": 0,
+                "errors": list(flatten_errors(error.detail)),
+            }
+            continue
+        items.append(
+            activity.EventInput(
+                event_id=data["id"],
+                type=data["type"],
+                occurred_at=data["occurred_at"],
+                external_id=data.get("external_id", ""),
+                properties=data["properties"],
+            )
+        )
+        positions.append(position)
+    return items, positions, rejected
+
+
+def _event_result_body(result: activity.EventResult) -> dict[str, Any]:
+    return {
+        "id": result.event_id,
+        "status": result.status.value,
+        "reason": result.reason.value if result.reason else None,
+        "points_awarded": result.points_awarded,
+        "errors": result.errors,
+    }
+
+
+class OccurredCursorPagination(CreatedCursorPagination):
+    """Newest activity first, by the (member, -occurred_at, -id) index."""
+
+    ordering = ("-occurred_at", "-id")
+
+
+class MemberEventListView(generics.ListAPIView):
+    serializer_class = ActivityEventSerializer
+    filterset_class = ActivityEventFilter
+    pagination_class = OccurredCursorPagination
+    member_access = ("GET",)
+    operator_permissions = {"GET": ["members.view_activityevent"]}
+    partner_scopes = {"GET": Scope.MEMBERS_READ}
+
+    def get_queryset(self) -> QuerySet[ActivityEvent]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no member
+            return ActivityEvent.objects.none()
+        member = selectors.member_get_for_actor(
+            actor=actor_of(self.request), member_id=self.kwargs["member_id"], with_identities=False
+        )
+        return selectors.activity_event_list(member=member)
+
+
+class MemberMetricsView(APIView):
+    member_access = ("GET",)
+    operator_permissions = {"GET": ["members.view_memberdailyactivity"]}
+    partner_scopes = {"GET": Scope.MEMBERS_READ}
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("window_days", int, description="1 to 366 days (default 30)."),
+            OpenApiParameter(
+                "as_of", OpenApiTypes.DATE, description="The window's last day (default today)."
+            ),
+        ],
+        responses=MemberMetricsSerializer,
+        description=(
+            "The member's default tier metrics over the window of business days ending on "
+            "`as_of`: interactions, active_days, posts, shares, purchases, purchase_amount, "
+            "qualifying_points, checkin_streak, tenure_days."
+        ),
+    )
+    def get(self, request: Request, member_id: UUID) -> Response:
+        member = selectors.member_get_for_actor(
+            actor=actor_of(request), member_id=member_id, with_identities=False
+        )
+        query = MemberMetricsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        as_of = query.validated_data.get("as_of") or business_date_of(timezone.now())
+        window_days = query.validated_data["window_days"]
+        metrics = selectors.member_metrics_list(
+            member_ids=[member.pk], as_of=as_of, window_days=window_days
+        )[member.pk]
+        body = MemberMetricsSerializer.body(
+            member_id=member.pk, as_of=as_of, window_days=window_days, metrics=metrics
+        )
+        return Response(MemberMetricsSerializer(body).data)

@@ -1,31 +1,47 @@
 """Earning rules applied to activity, and the daily check-in.
 
-``award_for_event`` is the one entry point event ingestion uses: inside the caller's transaction
-it decides the points (rule, tier multiplier floored, daily cap, hourly velocity, minimum tier)
-and posts them, so an event is never counted without its points or the other way round.
+One definition decides the points of an event (``earning_decide``: rule, tier multiplier floored,
+minimum tier, hourly velocity, daily cap). ``events_award_batch`` applies it to a batch of events
+set-based (a fixed number of queries for 1 or 1,000 events); ``award_for_event`` is the same path
+for one event. Both run inside the caller's transaction, so an event is never counted without its
+points or the other way round, and both hold the members' account locks while they read the
+counters the limits need, so caps and velocity are exact under concurrency.
 """
 
 import math
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count
 
 from core.actors import Actor
 from core.db import require_transaction
-from members.models import Member
+from members.models import ActivityEvent, Member
 from rewards.locks import points_accounts_lock
-from rewards.models import CheckIn, DailyEarning, EarningRule, EntryKind, PointsEntry, Reason
+from rewards.models import (
+    CheckIn,
+    DailyEarning,
+    EarningRule,
+    EntryKind,
+    PointsAccount,
+    PointsEntry,
+    Reason,
+)
 from rewards.services.ledger import AwardSpec, _credit_locked, _Posting, _write
-from tiers.models import Tier
 
 CHECKIN_EVENT = "checkin"
 PURCHASE_EVENT = "purchase"
+# Ingested events are referenced ``event:<source>:<event id>``; other awards for activity (the
+# daily check-in) are referenced ``<event type>:...``.
+EVENT_REFERENCE_PREFIX = "event:"
 
 
 class AwardOutcome(StrEnum):
@@ -38,11 +54,34 @@ class AwardOutcome(StrEnum):
     DUPLICATE = "duplicate"
 
 
+# Outcomes decided by the rule and the tier alone: no lock and no counter is needed for them.
+_STATIC_OUTCOMES = frozenset(
+    {AwardOutcome.NO_RULE, AwardOutcome.BELOW_MIN_TIER, AwardOutcome.ZERO_POINTS}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class EventAward:
     outcome: AwardOutcome
     points: int = 0
     entry: PointsEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EarningDecision:
+    outcome: AwardOutcome
+    points: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EventForAward:
+    """One event to apply the earning rules to. ``reference`` names it uniquely."""
+
+    member_id: UUID
+    event_type: str
+    reference: str
+    occurred_at: datetime
+    amount: Decimal | None = None
 
 
 def business_date_of(at: datetime) -> date:
@@ -59,6 +98,37 @@ def event_points(*, rule: EarningRule, multiplier: Decimal, amount: Decimal | No
     return math.floor(Decimal(base) * multiplier)
 
 
+def earning_decide(
+    *,
+    rule: EarningRule | None,
+    tier_rank: int,
+    min_tier_rank: int | None,
+    multiplier: Decimal,
+    amount: Decimal | None,
+    max_points: int,
+    earned_today: int = 0,
+    awarded_last_hour: int = 0,
+) -> EarningDecision:
+    """The points one event earns (pure): the rule's points times the multiplier (floored, at
+    most ``max_points``), nothing below the rule's minimum tier, nothing once the member had
+    ``hourly_limit`` awards of the type in the last hour, and clamped to what is left of the daily
+    cap given ``earned_today`` (points of this rule on the event's business day)."""
+    if rule is None:
+        return EarningDecision(AwardOutcome.NO_RULE)
+    if min_tier_rank is not None and tier_rank < min_tier_rank:
+        return EarningDecision(AwardOutcome.BELOW_MIN_TIER)
+    points = min(event_points(rule=rule, multiplier=multiplier, amount=amount), max_points)
+    if points <= 0:
+        return EarningDecision(AwardOutcome.ZERO_POINTS)
+    if rule.hourly_limit is not None and awarded_last_hour >= rule.hourly_limit:
+        return EarningDecision(AwardOutcome.VELOCITY_LIMITED)
+    if rule.daily_cap is not None:
+        points = min(points, rule.daily_cap - earned_today)
+        if points <= 0:
+            return EarningDecision(AwardOutcome.CAPPED)
+    return EarningDecision(AwardOutcome.AWARDED, points)
+
+
 def award_for_event(
     *,
     member: Member,
@@ -68,65 +138,199 @@ def award_for_event(
     at: datetime,
     amount: Decimal | None = None,
 ) -> EventAward:
-    """Apply the earning rule of ``event_type`` to one event of the member.
+    """Apply the earning rule of ``event_type`` to one event of the member, happening at ``at``.
 
-    ``reference`` names the event uniquely (e.g. ``event:<source>:<id>``): a second award for the
-    same reference is ``duplicate`` and posts nothing. Daily caps clamp the last award to what is
-    left of the cap. Must run inside the caller's transaction (the event and its points commit
+    ``reference`` names the event uniquely (e.g. ``checkin:<member>:<date>``): a second award for
+    the same reference is ``duplicate`` and posts nothing. Daily caps clamp the last award to what
+    is left of the cap. Must run inside the caller's transaction (the event and its points commit
     together).
     """
     require_transaction()
-    rule = EarningRule.objects.filter(event_type=event_type, is_active=True).first()
-    if rule is None:
-        return EventAward(AwardOutcome.NO_RULE)
-    tier = Tier.objects.only("rank", "points_multiplier").get(pk=member.tier_id)
-    if rule.min_tier_id is not None:
-        min_rank = Tier.objects.values_list("rank", flat=True).get(pk=rule.min_tier_id)
-        if tier.rank < min_rank:
-            return EventAward(AwardOutcome.BELOW_MIN_TIER)
-    points = event_points(rule=rule, multiplier=tier.points_multiplier, amount=amount)
-    if points <= 0:
-        return EventAward(AwardOutcome.ZERO_POINTS)
+    item = EventForAward(member.pk, event_type, reference, occurred_at=at, amount=amount)
+    return events_award_batch(items=[item], actor=actor, at=at)[0]
 
-    # The account lock serialises this member's awards, so cap and velocity counts are exact.
-    account = points_accounts_lock(member_ids=[member.pk], at=at)[member.pk]
-    if PointsEntry.objects.filter(kind=EntryKind.EARN, reference=reference).exists():
-        return EventAward(AwardOutcome.DUPLICATE)
-    if rule.hourly_limit is not None:
-        recent = PointsEntry.objects.filter(
-            member=member,
-            kind=EntryKind.EARN,
-            reference__startswith=f"{event_type}:",
-            created_at__gt=at - timedelta(hours=1),
-        ).count()
-        if recent >= rule.hourly_limit:
-            return EventAward(AwardOutcome.VELOCITY_LIMITED)
-    today = business_date_of(at)
-    if rule.daily_cap is not None:
-        earned_today = (
-            DailyEarning.objects.filter(member=member, event_type=event_type, business_date=today)
-            .values_list("points", flat=True)
-            .first()
-            or 0
+
+def events_award_batch(
+    *,
+    items: Sequence[EventForAward],
+    actor: Actor,
+    at: datetime,
+    accounts: Mapping[UUID, PointsAccount] | None = None,
+) -> list[EventAward]:
+    """Apply the earning rules to many events received at ``at``, set-based.
+
+    Each member's events are decided in ``occurred_at`` order; daily caps count per business day
+    of the event, velocity per hour of receipt (awards of the type received in the last hour).
+    Points are credited as lots expiring after the rule's lifetime, pending for its
+    ``pending_days``. ``accounts`` are the members' accounts when the caller has locked them
+    already (``rewards.locks.points_accounts_lock``); otherwise they are locked here. A fixed
+    number of queries whatever the batch size. Must run inside the caller's transaction.
+    """
+    require_transaction()
+    results: list[EventAward | None] = [None] * len(items)
+    rules = {
+        rule.event_type: rule
+        for rule in EarningRule.objects.filter(
+            event_type__in={item.event_type for item in items}, is_active=True
+        ).select_related("min_tier")
+    }
+    tiers = {
+        member_id: (rank, multiplier)
+        for member_id, rank, multiplier in Member.objects.filter(
+            pk__in={item.member_id for item in items}
+        ).values_list("pk", "tier__rank", "tier__points_multiplier")
+    }
+    max_points = settings.LOYALTY_POINTS_MAX_AWARD
+
+    def decide(item: EventForAward, earned_today: int = 0, last_hour: int = 0) -> EarningDecision:
+        rule = rules.get(item.event_type)
+        rank, multiplier = tiers[item.member_id]
+        return earning_decide(
+            rule=rule,
+            tier_rank=rank,
+            min_tier_rank=rule.min_tier.rank if rule and rule.min_tier else None,
+            multiplier=multiplier,
+            amount=item.amount,
+            max_points=max_points,
+            earned_today=earned_today,
+            awarded_last_hour=last_hour,
         )
-        points = min(points, rule.daily_cap - earned_today)
-        if points <= 0:
-            return EventAward(AwardOutcome.CAPPED)
 
-    spec = AwardSpec(
-        member_id=member.pk,
-        points=points,
-        reason=_reason_for(event_type),
-        reference=reference,
-        expires_at=at + timedelta(days=rule.expiry_days or settings.LOYALTY_POINTS_EXPIRY_DAYS),
-        pending_until=at + timedelta(days=rule.pending_days) if rule.pending_days else None,
+    eligible: list[int] = []
+    for position, item in enumerate(items):
+        decision = decide(item)
+        if decision.outcome in _STATIC_OUTCOMES:
+            results[position] = EventAward(decision.outcome)
+        else:
+            eligible.append(position)
+    if not eligible:
+        return [result for result in results if result is not None]
+
+    member_ids = sorted({items[position].member_id for position in eligible})
+    if accounts is None:
+        # The account locks serialise each member's awards: counters read below stay exact.
+        accounts = points_accounts_lock(member_ids=member_ids, at=at)
+    versions = {member_id: account.version for member_id, account in accounts.items()}
+    references = [items[position].reference for position in eligible]
+    awarded_before = set(
+        PointsEntry.objects.filter(kind=EntryKind.EARN, reference__in=references).values_list(
+            "reference", flat=True
+        )
     )
-    versions = {account.pk: account.version}
+    limited_types = {
+        item.event_type
+        for item in (items[position] for position in eligible)
+        if rules[item.event_type].hourly_limit is not None
+    }
+    last_hour = _recent_award_counts(
+        member_ids=member_ids, event_types=limited_types, since=at - timedelta(hours=1)
+    )
+    daily = _daily_earnings(
+        member_ids=member_ids,
+        event_types={items[position].event_type for position in eligible},
+        business_dates={business_date_of(items[position].occurred_at) for position in eligible},
+    )
+
     posting = _Posting()
-    entry = _credit_locked(account, spec, actor=actor, at=at, posting=posting)
-    _write([account], versions, posting, at)
-    _count_daily(member=member, event_type=event_type, business_date=today, points=points)
-    return EventAward(AwardOutcome.AWARDED, points, entry)
+    touched_days: set[tuple[UUID, str, date]] = set()
+    for position in sorted(eligible, key=lambda p: (items[p].occurred_at, p)):
+        item = items[position]
+        if item.reference in awarded_before:
+            results[position] = EventAward(AwardOutcome.DUPLICATE)
+            continue
+        day = (item.member_id, item.event_type, business_date_of(item.occurred_at))
+        hour = (item.member_id, item.event_type)
+        decision = decide(item, earned_today=daily[day][0], last_hour=last_hour[hour])
+        if decision.outcome is not AwardOutcome.AWARDED:
+            results[position] = EventAward(decision.outcome)
+            continue
+        awarded_before.add(item.reference)
+        rule = rules[item.event_type]
+        spec = AwardSpec(
+            member_id=item.member_id,
+            points=decision.points,
+            reason=_reason_for(item.event_type),
+            reference=item.reference,
+            expires_at=at + timedelta(days=rule.expiry_days or settings.LOYALTY_POINTS_EXPIRY_DAYS),
+            pending_until=at + timedelta(days=rule.pending_days) if rule.pending_days else None,
+        )
+        entry = _credit_locked(accounts[item.member_id], spec, actor=actor, at=at, posting=posting)
+        points_so_far, awards_so_far = daily[day]
+        daily[day] = (points_so_far + decision.points, awards_so_far + 1)
+        last_hour[hour] += 1
+        touched_days.add(day)
+        results[position] = EventAward(AwardOutcome.AWARDED, decision.points, entry)
+
+    if posting.entries:
+        _write(list(accounts.values()), versions, posting, at)
+        _daily_earnings_save({day: daily[day] for day in touched_days})
+    return [result for result in results if result is not None]
+
+
+def _recent_award_counts(
+    *, member_ids: Sequence[UUID], event_types: set[str], since: datetime
+) -> Counter[tuple[UUID, str]]:
+    """Awards per (member, event type) received after ``since``: ingested events that earned
+    points, plus direct awards for activity (referenced ``<event type>:...``)."""
+    counts: Counter[tuple[UUID, str]] = Counter()
+    if not event_types:
+        return counts
+    awarded_events = (
+        ActivityEvent.objects.filter(
+            member_id__in=member_ids,
+            type__in=event_types,
+            points_awarded__gt=0,
+            received_at__gt=since,
+        )
+        .values_list("member_id", "type")
+        .annotate(awards=Count("pk"))
+        .order_by()
+    )
+    for member_id, event_type, awards in awarded_events:
+        counts[member_id, event_type] += awards
+    direct = PointsEntry.objects.filter(
+        member_id__in=member_ids,
+        kind=EntryKind.EARN,
+        reason__in=(Reason.CHECKIN, Reason.EVENT, Reason.PURCHASE),
+        created_at__gt=since,
+    ).exclude(reference__startswith=EVENT_REFERENCE_PREFIX)
+    for member_id, reference in direct.values_list("member_id", "reference"):
+        event_type = reference.partition(":")[0]
+        if event_type in event_types:
+            counts[member_id, event_type] += 1
+    return counts
+
+
+def _daily_earnings(
+    *, member_ids: Sequence[UUID], event_types: set[str], business_dates: set[date]
+) -> defaultdict[tuple[UUID, str, date], tuple[int, int]]:
+    """(points, awards) per (member, event type, business day); a missing day is (0, 0)."""
+    rows = DailyEarning.objects.filter(
+        member_id__in=member_ids, event_type__in=event_types, business_date__in=business_dates
+    ).values_list("member_id", "event_type", "business_date", "points", "awards_count")
+    daily: defaultdict[tuple[UUID, str, date], tuple[int, int]] = defaultdict(lambda: (0, 0))
+    for member_id, event_type, day, points, awards in rows:
+        daily[member_id, event_type, day] = (points, awards)
+    return daily
+
+
+def _daily_earnings_save(totals: dict[tuple[UUID, str, date], tuple[int, int]]) -> None:
+    """Write the daily counters' new totals in one upsert (exact: read under the account locks)."""
+    DailyEarning.objects.bulk_create(
+        [
+            DailyEarning(
+                member_id=member_id,
+                event_type=event_type,
+                business_date=day,
+                points=points,
+                awards_count=awards,
+            )
+            for (member_id, event_type, day), (points, awards) in totals.items()
+        ],
+        update_conflicts=True,
+        unique_fields=("member", "event_type", "business_date"),
+        update_fields=("points", "awards_count"),
+    )
 
 
 def _reason_for(event_type: str) -> str:
@@ -135,20 +339,6 @@ def _reason_for(event_type: str) -> str:
     if event_type == PURCHASE_EVENT:
         return Reason.PURCHASE
     return Reason.EVENT
-
-
-def _count_daily(*, member: Member, event_type: str, business_date: date, points: int) -> None:
-    updated = DailyEarning.objects.filter(
-        member=member, event_type=event_type, business_date=business_date
-    ).update(points=F("points") + points, awards_count=F("awards_count") + 1)
-    if not updated:
-        DailyEarning.objects.create(
-            member=member,
-            event_type=event_type,
-            business_date=business_date,
-            points=points,
-            awards_count=1,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +350,8 @@ class CheckInResult:
 @transaction.atomic
 def checkin_create(*, member: Member, actor: Actor, at: datetime) -> CheckInResult:
     """Check the member in for today (business time zone). A repeat the same day returns the
-    same check-in and awards nothing, also under concurrent calls (unique per member and day)."""
+    same check-in and awards nothing, also under concurrent calls (unique per member and day).
+    The check-in counts as an interaction in the member's daily activity and lifecycle."""
     today = business_date_of(at)
     existing = CheckIn.objects.filter(member=member, business_date=today).first()
     if existing is not None:
@@ -188,4 +379,8 @@ def checkin_create(*, member: Member, actor: Actor, at: datetime) -> CheckInResu
         check_in.points_awarded = award.points
         check_in.entry = award.entry
         check_in.save(update_fields=("points_awarded", "entry"))
+    # Imported here because members.activity imports this module (ingestion earns through it).
+    from members.activity import checkin_activity_record
+
+    checkin_activity_record(member_id=member.pk, at=at, points=award.points)
     return CheckInResult(check_in, created=True)

@@ -10,8 +10,17 @@ from django.utils import timezone
 
 from core.actors import system_actor
 from members.models import Member
-from rewards.models import CheckIn, EarningRule, PointsEntry
-from rewards.services.earning import AwardOutcome, award_for_event, checkin_create, event_points
+from rewards.models import CheckIn, DailyEarning, EarningRule, PointsEntry
+from rewards.selectors import ledger_violations
+from rewards.services.earning import (
+    AwardOutcome,
+    EventForAward,
+    award_for_event,
+    checkin_create,
+    earning_decide,
+    event_points,
+    events_award_batch,
+)
 
 ACTOR = system_actor("tests")
 
@@ -144,3 +153,130 @@ def test_check_in_days_follow_shanghai_midnight(member, audited):
     assert second.check_in.streak == 2
     assert skipped.check_in.streak == 1
     assert CheckIn.objects.filter(member=member).count() == 3
+
+
+# --- One decision for single and batch awards --------------------------------------------------
+
+
+def _rule(**fields):
+    return EarningRule(event_type="x", **{"points": 20, **fields})
+
+
+@pytest.mark.parametrize(
+    ("rule", "tier_rank", "min_tier_rank", "earned_today", "last_hour", "expected"),
+    [
+        (None, 0, None, 0, 0, (AwardOutcome.NO_RULE, 0)),
+        (_rule(), 0, 1, 0, 0, (AwardOutcome.BELOW_MIN_TIER, 0)),
+        (_rule(), 1, 1, 0, 0, (AwardOutcome.AWARDED, 25)),
+        (_rule(per_currency_unit=True), 0, None, 0, 0, (AwardOutcome.ZERO_POINTS, 0)),
+        (_rule(hourly_limit=3), 0, None, 0, 2, (AwardOutcome.AWARDED, 25)),
+        (_rule(hourly_limit=3), 0, None, 0, 3, (AwardOutcome.VELOCITY_LIMITED, 0)),
+        (_rule(daily_cap=60), 0, None, 50, 0, (AwardOutcome.AWARDED, 10)),
+        (_rule(daily_cap=60), 0, None, 60, 0, (AwardOutcome.CAPPED, 0)),
+        (_rule(daily_cap=0), 0, None, 0, 0, (AwardOutcome.CAPPED, 0)),
+        (_rule(points=10**9), 0, None, 0, 0, (AwardOutcome.AWARDED, 1000)),
+    ],
+)
+def test_earning_decide(rule, tier_rank, min_tier_rank, earned_today, last_hour, expected):
+    decision = earning_decide(
+        rule=rule,
+        tier_rank=tier_rank,
+        min_tier_rank=min_tier_rank,
+        multiplier=Decimal("1.25"),
+        amount=None,
+        max_points=1000,
+        earned_today=earned_today,
+        awarded_last_hour=last_hour,
+    )
+
+    assert (decision.outcome, decision.points) == expected
+
+
+SEQUENCE = [
+    # (event type, minutes after the first, amount)
+    ("post", 0, None),
+    ("like", 1, None),
+    ("post", 2, None),
+    ("post", 3, None),
+    ("like", 4, None),
+    ("post", 5, None),
+    ("like", 6, None),
+    ("share", 7, None),
+    ("purchase", 8, Decimal("80.90")),
+    ("post", 9, None),
+]
+
+
+def test_batch_awards_decide_like_single_awards(make_member, audited):
+    EarningRule.objects.filter(event_type="post").update(daily_cap=90, hourly_limit=None)
+    EarningRule.objects.filter(event_type="like").update(daily_cap=None, hourly_limit=2)
+    EarningRule.objects.filter(event_type="share").update(min_tier_id="kol")
+    single, batch = make_member("single"), make_member("batch")
+    Member.objects.filter(pk__in=[single.pk, batch.pk]).update(tier_id="koc")  # 1.25
+    single.refresh_from_db()
+    start = timezone.now()
+
+    one_by_one = [
+        _award(single, kind, f"{kind}:s:{n}", at=start + timedelta(minutes=m), amount=amount)
+        for n, (kind, m, amount) in enumerate(SEQUENCE)
+    ]
+    with transaction.atomic():
+        together = events_award_batch(
+            items=[
+                EventForAward(batch.pk, kind, f"b:{n}", start + timedelta(minutes=m), amount)
+                for n, (kind, m, amount) in enumerate(SEQUENCE)
+            ],
+            actor=ACTOR,
+            at=start + timedelta(minutes=10),
+        )
+
+    assert [(a.outcome, a.points) for a in one_by_one] == [
+        (AwardOutcome.AWARDED, 25),
+        (AwardOutcome.AWARDED, 1),
+        (AwardOutcome.AWARDED, 25),
+        (AwardOutcome.AWARDED, 25),
+        (AwardOutcome.AWARDED, 1),
+        (AwardOutcome.AWARDED, 15),
+        (AwardOutcome.VELOCITY_LIMITED, 0),
+        (AwardOutcome.BELOW_MIN_TIER, 0),
+        (AwardOutcome.AWARDED, 100),
+        (AwardOutcome.CAPPED, 0),
+    ]
+    assert [(a.outcome, a.points) for a in together] == [(a.outcome, a.points) for a in one_by_one]
+    assert sorted(
+        DailyEarning.objects.filter(member=batch).values_list(
+            "event_type", "points", "awards_count"
+        )
+    ) == sorted(
+        DailyEarning.objects.filter(member=single).values_list(
+            "event_type", "points", "awards_count"
+        )
+    )
+
+
+def test_batch_awards_are_a_fixed_number_of_queries(make_member, django_assert_num_queries):
+    members = [make_member(f"q-{n}") for n in range(30)]
+    now = timezone.now()
+    items = [
+        EventForAward(member.pk, kind, f"q:{member.pk}:{kind}", now)
+        for member in members
+        for kind in ("post", "like")
+    ]
+
+    with transaction.atomic(), django_assert_num_queries(14):
+        awards = events_award_batch(items=items, actor=ACTOR, at=now)
+
+    assert {award.outcome for award in awards} == {AwardOutcome.AWARDED}
+    assert ledger_violations() == []
+
+
+def test_a_batch_repeating_a_reference_awards_it_once(member, audited):
+    now = timezone.now()
+
+    with transaction.atomic():
+        awards = events_award_batch(
+            items=[EventForAward(member.pk, "post", "same", now)] * 2, actor=ACTOR, at=now
+        )
+
+    assert [a.outcome for a in awards] == [AwardOutcome.AWARDED, AwardOutcome.DUPLICATE]
+    assert PointsEntry.objects.filter(member=member).count() == 1
