@@ -6,6 +6,9 @@ from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey, APIKeyManager
 
 SYSTEM_NAMESPACE = "system"
+# Event sources and tag namespaces a partner may never own: the API's own, members' self-posted
+# events and operators' events share the (source, event id) space with partners.
+RESERVED_NAMESPACES = (SYSTEM_NAMESPACE, "member", "operator")
 
 
 class Scope(models.TextChoices):
@@ -43,7 +46,8 @@ class Partner(models.Model):
         ordering = ("name",)
         constraints = (
             models.CheckConstraint(
-                condition=~models.Q(namespace=SYSTEM_NAMESPACE), name="partner_namespace_not_system"
+                condition=~models.Q(namespace__in=RESERVED_NAMESPACES),
+                name="partner_namespace_not_reserved",
             ),
         )
 

@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from core.exceptions import ConflictError, InvalidInputError
-from core.models import SYSTEM_NAMESPACE, IdempotencyRecord, Partner, PartnerAPIKey, Scope
+from core.models import RESERVED_NAMESPACES, IdempotencyRecord, Partner, PartnerAPIKey, Scope
 
 
 class PartnerExistsError(ConflictError):
@@ -34,7 +34,7 @@ def partner_create(
     :raises PartnerExistsError: when the name or namespace is taken.
     """
     namespace = slugify(namespace or name)[:64]
-    if not namespace or namespace == SYSTEM_NAMESPACE:
+    if not namespace or namespace in RESERVED_NAMESPACES:
         raise InvalidInputError(f"{namespace!r} cannot be a partner namespace.")
     try:
         with transaction.atomic():

@@ -258,7 +258,15 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
         ),
         (
             "Tier and lifecycle (written by the tier and lifecycle jobs only)",
-            {"fields": ("tier", "tier_since", "lifecycle_stage", "lifecycle_changed_at")},
+            {
+                "fields": (
+                    "tier",
+                    "tier_since",
+                    "lifecycle_stage",
+                    "previous_lifecycle_stage",
+                    "lifecycle_changed_at",
+                )
+            },
         ),
         (
             "Activity",
@@ -267,6 +275,8 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
                     "joined_at",
                     "first_interaction_at",
                     "first_purchase_at",
+                    "last_purchase_at",
+                    "last_interaction_at",
                     "last_activity_at",
                     "last_login_at",
                 )
@@ -281,10 +291,13 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
         "tier",
         "tier_since",
         "lifecycle_stage",
+        "previous_lifecycle_stage",
         "lifecycle_changed_at",
         "joined_at",
         "first_interaction_at",
         "first_purchase_at",
+        "last_purchase_at",
+        "last_interaction_at",
         "last_activity_at",
         "last_login_at",
         "erased_at",

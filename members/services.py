@@ -14,6 +14,7 @@ from core.actors import Actor, ActorKind
 from core.exceptions import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from core.models import SYSTEM_NAMESPACE, Partner
 from members.models import (
+    ActivityEvent,
     Identity,
     Member,
     MemberTag,
@@ -112,6 +113,8 @@ def member_erase(*, member: Member, actor: Actor, at: datetime) -> Member:
         return member
     Identity.objects.filter(member=member).delete()
     MemberTag.objects.filter(member=member).delete()
+    # Event properties are free-form partner data and may hold personal data; counts stay.
+    ActivityEvent.objects.filter(member=member).update(properties={})
     TagChange.objects.filter(member=member).update(old_value=None, new_value=None)
     if member.user_id is not None:
         member.user.is_active = False

@@ -38,6 +38,8 @@ def _seeded_data_after_flush(request: pytest.FixtureRequest) -> None:
     request.getfixturevalue("transactional_db")
     from django.utils import timezone
 
+    from members.defaults import event_types_seed
+    from members.models import EventType
     from rewards.defaults import earning_rules_seed
     from rewards.models import EarningRule
     from tiers.ladder import ladder_seed
@@ -45,6 +47,7 @@ def _seeded_data_after_flush(request: pytest.FixtureRequest) -> None:
 
     ladder_seed(Tier)
     earning_rules_seed(EarningRule, at=timezone.now())
+    event_types_seed(EventType, at=timezone.now())
 
 
 @pytest.fixture(autouse=True)

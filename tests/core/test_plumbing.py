@@ -223,3 +223,20 @@ def test_schedules_sync_keeps_operator_edits(db):
 
     assert schedules_sync() == 0
     assert PeriodicTask.objects.get(name=SCHEDULES[0].name).enabled is False
+
+
+@pytest.mark.parametrize("namespace", ["system", "member", "operator"])
+def test_reserved_namespaces_cannot_belong_to_a_partner(db, namespace):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="cannot be a partner namespace"):
+        call_command(
+            "create_partner",
+            "X",
+            "--namespace",
+            namespace,
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+
+    assert not Partner.objects.exists()

@@ -434,3 +434,29 @@ def test_ingestion_earns_like_award_for_event_for_the_same_sequence(ann, make_me
     assert [result.points_awarded for result in ingested] == one_by_one
     assert MemberDailyActivity.objects.get(member=ann).points_earned == sum(one_by_one)
     assert ledger_violations() == []
+
+
+def test_erasure_clears_event_properties_and_keeps_the_counts(operator_client, member):
+    from django.utils import timezone
+
+    from members.models import ActivityEvent, MemberDailyActivity
+
+    now = timezone.now()
+    ActivityEvent.objects.create(
+        source="operator",
+        event_id="e-1",
+        member=member,
+        type="post",
+        occurred_at=now,
+        business_date=now.date(),
+        properties={"text": "my phone is 138..."},
+        received_at=now,
+    )
+    MemberDailyActivity.objects.create(
+        member=member, business_date=now.date(), posts=1, interactions=1
+    )
+
+    operator_client.delete(f"/api/v1/members/{member.pk}/")
+
+    assert ActivityEvent.objects.get(member=member).properties == {}
+    assert MemberDailyActivity.objects.get(member=member).posts == 1
