@@ -14,8 +14,8 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import BigIntegerField, Case, Max, Q, Sum, Value, When
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max, Sum
 
 from core.actors import Actor
 from core.db import require_transaction
@@ -287,23 +287,54 @@ def _accounts_save(
     accounts: Sequence[PointsAccount], versions: dict[UUID, int], at: datetime
 ) -> None:
     """Write changed accounts in one UPDATE, each guarded by the version read under its lock:
-    a lost update is impossible even where row locks are not enforced (SQLite)."""
+    a lost update is impossible even where row locks are not enforced (SQLite).
+
+    ``UPDATE ... FROM (VALUES ...)`` (PostgreSQL, SQLite >= 3.33): one statement for a batch of
+    any size, built as plain SQL because ORM CASE expressions cost seconds at 1,000 rows.
+    """
     changed = [account for account in accounts if account.version != versions[account.pk]]
     if not changed:
         return
-    guard = Q()
-    for account in changed:
-        guard |= Q(pk=account.pk, version=versions[account.pk])
-    values = {
-        name: Case(
-            *(When(pk=account.pk, then=Value(getattr(account, name))) for account in changed),
-            output_field=BigIntegerField(),
+    if len(changed) == 1:
+        account = changed[0]
+        updated = PointsAccount.objects.filter(pk=account.pk, version=versions[account.pk]).update(
+            **{name: getattr(account, name) for name in _ACCOUNT_FIELDS}, updated_at=at
         )
-        for name in _ACCOUNT_FIELDS
-    }
-    updated = PointsAccount.objects.filter(guard).update(**values, updated_at=at)
+    else:
+        updated = _accounts_save_many(changed, versions, at)
     if updated != len(changed):
         raise ConflictError("An account changed concurrently; retry.")
+
+
+def _accounts_save_many(
+    changed: Sequence[PointsAccount], versions: dict[UUID, int], at: datetime
+) -> int:
+    pk_field = PointsAccount._meta.pk
+    rows = []
+    params: list[object] = []
+    for account in changed:
+        rows.append("(%s, %s, %s, %s, %s, %s)")
+        params.extend(
+            [
+                pk_field.get_db_prep_value(account.pk, connection),
+                versions[account.pk],
+                account.available,
+                account.pending,
+                account.lifetime_earned,
+                account.version,
+            ]
+        )
+    cast = "::uuid" if connection.vendor == "postgresql" else ""
+    table = PointsAccount._meta.db_table
+    sql = (
+        f"UPDATE {table} SET available = v.column3, pending = v.column4, "  # noqa: S608 - names from the model
+        "lifetime_earned = v.column5, version = v.column6, updated_at = %s "
+        f"FROM (VALUES {', '.join(rows)}) AS v "
+        f"WHERE {table}.member_id = v.column1{cast} AND {table}.version = v.column2"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(at), *params])
+        return cursor.rowcount
 
 
 def _lock_one(member_id: UUID, at: datetime) -> tuple[PointsAccount, dict[UUID, int]]:
