@@ -18,7 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Sum
 
 from core.actors import Actor
-from core.db import require_transaction
+from core.db import joins_transaction, require_transaction
 from core.events import DomainEvent, domain_events_record
 from core.exceptions import ConflictError, InvalidInputError
 from members.models import Member
@@ -352,7 +352,7 @@ def _raise_duplicate(error: IntegrityError) -> None:
     raise error
 
 
-@transaction.atomic
+@joins_transaction
 def points_award(
     *,
     member: Member,
@@ -380,6 +380,10 @@ def points_award(
     account, versions = _lock_one(member.pk, at)
     posting = _Posting()
     entry = _credit_locked(account, spec, actor=actor, at=at, posting=posting)
+    if not reference:
+        # Nothing unique can collide: no savepoint needed on the hot path.
+        _write([account], versions, posting, at)
+        return entry
     try:
         with transaction.atomic():
             _write([account], versions, posting, at)
@@ -388,7 +392,7 @@ def points_award(
     return entry
 
 
-@transaction.atomic
+@joins_transaction
 def points_deduct(
     *,
     member: Member,
@@ -424,7 +428,7 @@ def points_deduct(
     return entry
 
 
-@transaction.atomic
+@joins_transaction
 def points_reverse(
     *, entry: PointsEntry, actor: Actor, at: datetime, reason: str = Reason.REFUND, note: str = ""
 ) -> PointsEntry:
