@@ -103,6 +103,11 @@ if IS_POSTGRES:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "options", f"-c lock_timeout={env.int('LOYALTY_LOCK_TIMEOUT_MS', default=5000)}"
     )
+    # Parameters travel apart from the SQL: batch inserts of thousands of values skip
+    # psycopg's client-side quoting and parsing (a large share of ingestion time).
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "server_side_binding", env.bool("DB_SERVER_SIDE_BINDING", default=True)
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (throttling, short-lived state) ----------------------------------------------------
