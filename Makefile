@@ -54,3 +54,34 @@ schema: $(PY)
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm staticfiles
+
+# --- Benchmarks (bench/; never part of `make test`) --------------------------------------------
+# The award endpoint against a minimal DRF view on PostgreSQL (SPEC §5). The bench database is
+# created when missing and reset by the benchmark itself; its name must contain "bench".
+BENCH_DB_HOST ?= 127.0.0.1
+BENCH_DB_PORT ?= 5432
+BENCH_DB_USER ?= postgres
+BENCH_DB_NAME ?= loyalty_bench
+BENCH_DATABASE_URL ?= postgres://$(BENCH_DB_USER)@$(BENCH_DB_HOST):$(BENCH_DB_PORT)/$(BENCH_DB_NAME)
+BENCH_ARGS ?=
+
+.PHONY: bench bench-quick bench-db bench-events
+
+bench-db:
+	@out=$$(createdb -h $(BENCH_DB_HOST) -p $(BENCH_DB_PORT) -U $(BENCH_DB_USER) $(BENCH_DB_NAME) 2>&1) \
+		|| case "$$out" in *"already exists"*) ;; *) echo "$$out" >&2; exit 1 ;; esac
+
+bench: $(PY) bench-db
+	DJANGO_SETTINGS_MODULE=bench.settings DATABASE_URL=$(BENCH_DATABASE_URL) \
+		$(PY) -m bench.award_throughput $(BENCH_ARGS)
+
+bench-quick: $(PY) bench-db
+	DJANGO_SETTINGS_MODULE=bench.settings DATABASE_URL=$(BENCH_DATABASE_URL) \
+		$(PY) -m bench.award_throughput --quick $(BENCH_ARGS)
+
+# Event ingestion (batches of 1,000 through the API) against plain multi-row INSERTs.
+bench-events: $(PY)
+	@out=$$(createdb -h $(BENCH_DB_HOST) -p $(BENCH_DB_PORT) -U $(BENCH_DB_USER) $(BENCH_DB_NAME)_events 2>&1) \
+		|| case "$$out" in *"already exists"*) ;; *) echo "$$out" >&2; exit 1 ;; esac
+	DJANGO_SETTINGS_MODULE=bench.settings DATABASE_URL=$(BENCH_DATABASE_URL)_events \
+		$(PY) -m bench.event_ingestion $(BENCH_ARGS)

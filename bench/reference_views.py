@@ -1,0 +1,67 @@
+"""The reference the award endpoint is measured against (SPEC §5 "Performance").
+
+A minimal DRF view doing the ledger's core write and nothing else: in one transaction, move the
+account's balance and version forward with ``F()`` and append the matching earn entry. It runs
+behind the same authentication, permission and throttle classes as the real API (the project
+defaults, and the award endpoint's partner scope), on the same database and the same rows, so what
+separates the two is the work the award endpoint adds: the Idempotency-Key record, input
+validation, the member lookup, the lot, the outbox event and the re-read of the entry. It writes no
+lot, so the ledger audit reports its members under I3 by design; the benchmark gives it members of
+its own.
+"""
+
+from uuid import UUID
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from rest_framework import status
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.api.authentication import actor_for_user
+from core.models import Scope
+from rewards.models import EntryKind, PointsAccount, PointsEntry, Reason
+
+
+class ReferenceAwardView(APIView):
+    # The award endpoint's access rules, so the permission check costs the same.
+    operator_permissions = {"POST": ["rewards.award_points"]}
+    partner_scopes = {"POST": Scope.POINTS_AWARD}
+
+    def post(self, request: Request, member_id: UUID) -> Response:
+        actor = actor_for_user(request.user)
+        points = int(request.data["points"])
+        at = timezone.now()
+        with transaction.atomic(durable=True):
+            # The UPDATE takes the account's row lock, so the version and balance read next are
+            # this request's own and stay so until commit.
+            updated = PointsAccount.objects.filter(pk=member_id).update(
+                available=F("available") + points,
+                lifetime_earned=F("lifetime_earned") + points,
+                version=F("version") + 1,
+                updated_at=at,
+            )
+            if updated != 1:
+                raise NotFound("No points account for this member.")
+            version, balance_after = (
+                PointsAccount.objects.filter(pk=member_id)
+                .annotate(balance=F("available") + F("pending"))
+                .values_list("version", "balance")
+                .get()
+            )
+            entry = PointsEntry.objects.create(
+                member_id=member_id,
+                version=version,
+                kind=EntryKind.EARN,
+                points=points,
+                balance_after=balance_after,
+                reason=Reason.PARTNER if actor.is_partner else Reason.MANUAL,
+                actor=actor.label,
+                created_at=at,
+            )
+        return Response(
+            {"id": entry.pk, "balance_after": balance_after}, status=status.HTTP_201_CREATED
+        )
