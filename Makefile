@@ -15,6 +15,7 @@ help:
 	@echo "make fmt     format and auto-fix"
 	@echo "make worker  a Celery worker (needs CELERY_BROKER_URL)"
 	@echo "make beat    the Celery beat scheduler (schedules editable in the admin)"
+	@echo "make bench-quick / bench / bench-events   benchmarks on PostgreSQL (bench/README.md)"
 
 $(PY): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
