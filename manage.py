@@ -1,10 +1,16 @@
 #!/usr/bin/env python
 import os
 import sys
+from pathlib import Path
 
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loyalty.settings.base")
+    configured = "SECRET_KEY" in os.environ or "DEBUG" in os.environ
+    if not configured and not Path(__file__).with_name(".env").exists():
+        # No configuration at all is the zero-configuration demo (as with no DATABASE_URL);
+        # a configured deployment sets SECRET_KEY and keeps DEBUG off.
+        os.environ["DEBUG"] = "true"
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)
