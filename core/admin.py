@@ -17,6 +17,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from core.actors import Actor, ActorKind
+from core.admin_base import ReadOnlyModelAdmin
 from core.db import durable_atomic
 from core.exceptions import DomainError
 from core.models import (
@@ -210,31 +211,17 @@ class PartnerAPIKeyAdmin(APIKeyModelAdmin):
 
 
 @admin.register(IdempotencyRecord)
-class IdempotencyRecordAdmin(admin.ModelAdmin):
-    """Read-only: a record is the stored first response to a request, replayed on retries."""
+class IdempotencyRecordAdmin(ReadOnlyModelAdmin):
+    """Read-only: a record is the stored first response to a request, replayed on retries.
+    Deleting one would let a retried request run its effect a second time."""
 
     list_display = ("owner", "key", "method", "path", "response_status", "created_at")
     list_filter = ("method", "response_status")
     search_fields = ("=owner", "=key")
     search_help_text = "An owner or an Idempotency-Key (exact)."
     ordering = ("-created_at", "-id")
-    show_full_result_count = False
     # The stored body can hold a secret shown once (a webhook's signing secret): never display it.
     exclude = ("response_body",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(
-        self, request: HttpRequest, obj: IdempotencyRecord | None = None
-    ) -> bool:
-        return False
-
-    def has_delete_permission(
-        self, request: HttpRequest, obj: IdempotencyRecord | None = None
-    ) -> bool:
-        # Deleting a record would let a retried request run its effect a second time.
-        return False
 
 
 # --- Outbox and webhooks -----------------------------------------------------------------------
@@ -272,7 +259,7 @@ class EventTypeListFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(admin.ModelAdmin):
+class OutboxEventAdmin(ReadOnlyModelAdmin):
     """Read-only: events are written by the services, in the transaction of their change."""
 
     list_display = ("created_at", "event_type", "aggregate_id", "position", "id")
@@ -280,16 +267,6 @@ class OutboxEventAdmin(admin.ModelAdmin):
     search_fields = ("=aggregate_id",)
     search_help_text = "A member id (or other aggregate id), exact."
     ordering = ("-created_at", "-id")
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: OutboxEvent | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: OutboxEvent | None = None) -> bool:
-        return False
 
 
 class WebhookSubscriptionAdminForm(forms.ModelForm):
@@ -515,7 +492,7 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyModelAdmin):
     """Read-only: the delivery log. "Redeliver" attempts the selected deliveries again now."""
 
     list_display = (
@@ -534,7 +511,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     search_fields = ("=event__aggregate_id",)
     search_help_text = "A member id (or other aggregate id) of the event, exact."
     ordering = ("-id",)
-    show_full_result_count = False
     inlines = (WebhookAttemptInline,)
     actions = ("redeliver",)
     readonly_fields = (
@@ -556,19 +532,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     @admin.display(description="event type")
     def event_type(self, obj: WebhookDelivery) -> str:
         return obj.event.event_type
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(
-        self, request: HttpRequest, obj: WebhookDelivery | None = None
-    ) -> bool:
-        return False
-
-    def has_delete_permission(
-        self, request: HttpRequest, obj: WebhookDelivery | None = None
-    ) -> bool:
-        return False
 
     def has_redeliver_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("core.change_webhookdelivery")

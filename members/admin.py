@@ -20,6 +20,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
 from core.actors import Actor, ActorKind
+from core.admin_base import ReadOnlyModelAdmin
 from core.db import durable_atomic
 from core.exceptions import DomainError, InvalidInputError
 from core.models import SYSTEM_NAMESPACE, Partner
@@ -622,7 +623,7 @@ def _import_summary(result: Any) -> str:
 
 
 @admin.register(Identity)
-class IdentityAdmin(admin.ModelAdmin):
+class IdentityAdmin(ReadOnlyModelAdmin):
     """Read-only: identities are edited on their member's page, through ``identities_replace``."""
 
     list_display = ("provider", "value", "member", "created_at")
@@ -631,16 +632,6 @@ class IdentityAdmin(admin.ModelAdmin):
     search_help_text = "An identity value or a member's external id (exact)."
     list_select_related = ("member",)
     ordering = ("provider", "value")
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Identity | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Identity | None = None) -> bool:
-        return False
 
 
 class MemberTagAdminForm(forms.ModelForm):
@@ -733,7 +724,7 @@ class MemberTagAdmin(ServiceFormMixin, admin.ModelAdmin):
 
 
 @admin.register(TagChange)
-class TagChangeAdmin(admin.ModelAdmin):
+class TagChangeAdmin(ReadOnlyModelAdmin):
     """The audit of tag writes: read-only."""
 
     list_display = ("created_at", "member", "namespace", "key", "action", "source", "actor")
@@ -742,16 +733,6 @@ class TagChangeAdmin(admin.ModelAdmin):
     search_help_text = "A member's external id or an actor (exact), or a tag key (partial)."
     list_select_related = ("member",)
     ordering = ("-created_at", "-id")
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: TagChange | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: TagChange | None = None) -> bool:
-        return False
 
 
 # --- Activity ------------------------------------------------------------------------------------
@@ -829,23 +810,8 @@ class EventSourceListFilter(admin.SimpleListFilter):
         return queryset.filter(source=self.value()) if self.value() else queryset
 
 
-class _ReadOnlyActivityAdmin(admin.ModelAdmin):
-    """Written by event ingestion only: lists and view-only pages."""
-
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-
 @admin.register(ActivityEvent)
-class ActivityEventAdmin(_ReadOnlyActivityAdmin):
+class ActivityEventAdmin(ReadOnlyModelAdmin):
     list_display = (
         "occurred_at",
         "member",
@@ -868,7 +834,7 @@ class ActivityEventAdmin(_ReadOnlyActivityAdmin):
 
 
 @admin.register(MemberDailyActivity)
-class MemberDailyActivityAdmin(_ReadOnlyActivityAdmin):
+class MemberDailyActivityAdmin(ReadOnlyModelAdmin):
     list_display = (
         "business_date",
         "member",

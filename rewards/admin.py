@@ -11,10 +11,10 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.core.validators import MinValueValidator
-from django.db.models import Model
 from django.http import HttpRequest
 from django.utils import timezone
 
+from core.admin_base import ReadOnlyModelAdmin
 from rewards.models import (
     CheckIn,
     DailyEarning,
@@ -25,27 +25,11 @@ from rewards.models import (
     PointsLot,
 )
 
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Lists and view-only pages: nothing is added, changed or deleted from the admin."""
-
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-
 # --- The ledger ----------------------------------------------------------------------------------
 
 
 @admin.register(PointsAccount)
-class PointsAccountAdmin(ReadOnlyAdmin):
+class PointsAccountAdmin(ReadOnlyModelAdmin):
     list_display = ("member", "available", "pending", "lifetime_earned", "version", "updated_at")
     search_fields = ("=member__external_id",)
     search_help_text = "A member's external id (exact)."
@@ -54,7 +38,7 @@ class PointsAccountAdmin(ReadOnlyAdmin):
 
 
 @admin.register(PointsEntry)
-class PointsEntryAdmin(ReadOnlyAdmin):
+class PointsEntryAdmin(ReadOnlyModelAdmin):
     list_display = (
         "id",
         "member",
@@ -75,7 +59,7 @@ class PointsEntryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(PointsLot)
-class PointsLotAdmin(ReadOnlyAdmin):
+class PointsLotAdmin(ReadOnlyModelAdmin):
     list_display = (
         "entry_id",
         "member",
@@ -95,7 +79,7 @@ class PointsLotAdmin(ReadOnlyAdmin):
 
 
 @admin.register(LotConsumption)
-class LotConsumptionAdmin(ReadOnlyAdmin):
+class LotConsumptionAdmin(ReadOnlyModelAdmin):
     list_display = ("id", "entry", "lot", "points")
     list_filter = ("entry__kind",)
     search_fields = ("=entry__member__external_id",)
@@ -105,7 +89,7 @@ class LotConsumptionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(CheckIn)
-class CheckInAdmin(ReadOnlyAdmin):
+class CheckInAdmin(ReadOnlyModelAdmin):
     list_display = ("member", "business_date", "streak", "points_awarded", "entry", "created_at")
     list_filter = ("business_date",)
     search_fields = ("=member__external_id",)
@@ -115,7 +99,7 @@ class CheckInAdmin(ReadOnlyAdmin):
 
 
 @admin.register(DailyEarning)
-class DailyEarningAdmin(ReadOnlyAdmin):
+class DailyEarningAdmin(ReadOnlyModelAdmin):
     list_display = ("member", "event_type", "business_date", "points", "awards_count")
     list_filter = ("business_date",)
     # A search rather than a filter on the event type: its list of values would scan the table.

@@ -14,7 +14,7 @@ from core.actors import Actor
 from core.api.authentication import actor_for_user
 from core.api.idempotency import run_idempotent
 from core.models import Scope
-from members.selectors import member_get_for_actor, member_ids_by_external_id
+from members.selectors import member_get_for_actor
 from rewards import selectors
 from rewards.api.serializers import (
     AwardBatchResponseSerializer,
@@ -163,57 +163,32 @@ class PointsAwardBatchView(APIView):
         default_reason = Reason.PARTNER if actor.is_partner else Reason.MANUAL
 
         def effect() -> Response:
-            now = timezone.now()
-            member_ids = member_ids_by_external_id(
-                external_ids=[item["external_id"] for item in items]
-            )
-            known = [item for item in items if item["external_id"] in member_ids]
-            results = iter(
-                ledger.points_award_batch(
-                    items=[
-                        ledger.AwardSpec(
-                            member_id=member_ids[item["external_id"]],
-                            points=item["points"],
-                            reason=item.get("reason") or default_reason,
-                            note=item["note"],
-                            expires_at=item["expires_at"],
-                            pending_until=item["pending_until"],
-                            idempotency_key=item["idempotency_key"],
-                        )
-                        for item in known
-                    ],
-                    actor=actor,
-                    at=now,
-                )
-            )
-            body = []
-            for item in items:
-                if item["external_id"] not in member_ids:
-                    body.append(
-                        {
-                            "external_id": item["external_id"],
-                            "status": "rejected",
-                            "entry_id": None,
-                            "balance_after": None,
-                            "errors": [
-                                {
-                                    "code": "unknown_member",
-                                    "detail": "No member with this external_id.",
-                                }
-                            ],
-                        }
+            results = ledger.points_award_batch_by_external_id(
+                items=[
+                    ledger.ExternalAward(
+                        external_id=item["external_id"],
+                        points=item["points"],
+                        reason=item.get("reason") or default_reason,
+                        note=item["note"],
+                        expires_at=item["expires_at"],
+                        pending_until=item["pending_until"],
+                        idempotency_key=item["idempotency_key"],
                     )
-                    continue
-                result = next(results)
-                body.append(
-                    {
-                        "external_id": item["external_id"],
-                        "status": result.status,
-                        "entry_id": result.entry.pk if result.entry else None,
-                        "balance_after": result.entry.balance_after if result.entry else None,
-                        "errors": result.errors,
-                    }
-                )
+                    for item in items
+                ],
+                actor=actor,
+                at=timezone.now(),
+            )
+            body = [
+                {
+                    "external_id": item["external_id"],
+                    "status": result.status,
+                    "entry_id": result.entry.pk if result.entry else None,
+                    "balance_after": result.entry.balance_after if result.entry else None,
+                    "errors": result.errors,
+                }
+                for item, result in zip(items, results, strict=True)
+            ]
             return Response({"results": body})
 
         return run_idempotent(request, effect)

@@ -580,3 +580,57 @@ def points_award_batch(
         results[position] = BatchAwardResult(position, "accepted", entry=entry)
     _write(list(accounts.values()), versions, posting, at)
     return [results[position] for position in range(len(items))]
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalAward:
+    """One batch item as partners send it: the member named by external id."""
+
+    external_id: str
+    points: int
+    reason: str
+    note: str = ""
+    expires_at: datetime | None = None
+    pending_until: datetime | None = None
+    idempotency_key: str = ""
+
+
+UNKNOWN_MEMBER_ERROR = {"code": "unknown_member", "detail": "No member with this external_id."}
+
+
+def points_award_batch_by_external_id(
+    *, items: Sequence[ExternalAward], actor: Actor, at: datetime
+) -> list[BatchAwardResult]:
+    """``points_award_batch`` for items naming members by external id; an unknown (or erased)
+    member's item is ``rejected``, the others are awarded set-based. Results follow the items."""
+    # Imported here: members.selectors reads the ledger for its metrics (an import cycle).
+    from members.selectors import member_ids_by_external_id
+
+    member_ids = member_ids_by_external_id(external_ids=[item.external_id for item in items])
+    known = [item for item in items if item.external_id in member_ids]
+    awarded = iter(
+        points_award_batch(
+            items=[
+                AwardSpec(
+                    member_id=member_ids[item.external_id],
+                    points=item.points,
+                    reason=item.reason,
+                    note=item.note,
+                    expires_at=item.expires_at,
+                    pending_until=item.pending_until,
+                    idempotency_key=item.idempotency_key,
+                )
+                for item in known
+            ],
+            actor=actor,
+            at=at,
+        )
+    )
+    results = []
+    for position, item in enumerate(items):
+        if item.external_id in member_ids:
+            result = next(awarded)
+            results.append(BatchAwardResult(position, result.status, result.entry, result.errors))
+        else:
+            results.append(BatchAwardResult(position, "rejected", errors=[UNKNOWN_MEMBER_ERROR]))
+    return results
