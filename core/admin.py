@@ -1,5 +1,5 @@
-"""The operator's tool for partners, their API keys, the idempotency records, the outbox and
-webhooks.
+"""The operator's tool for partners, their API keys, the idempotency records, the outbox,
+webhooks and background jobs.
 
 Plain API keys and webhook signing secrets are shown once, in a message, when they are issued;
 API keys are stored hashed, webhook secrets (needed to sign) are never displayed again.
@@ -8,11 +8,17 @@ API keys are stored hashed, webhook secrets (needed to sign) are never displayed
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
@@ -23,6 +29,9 @@ from core.exceptions import DomainError
 from core.models import (
     DeliveryStatus,
     IdempotencyRecord,
+    Job,
+    JobChunk,
+    JobStatus,
     OutboxEvent,
     Partner,
     PartnerAPIKey,
@@ -548,3 +557,268 @@ class WebhookDeliveryAdmin(ReadOnlyModelAdmin):
         if skipped:
             message += f" Skipped {skipped} of disabled subscriptions: enable them first."
         self.message_user(request, message, messages.WARNING if skipped else messages.SUCCESS)
+
+
+# --- Background jobs ---------------------------------------------------------------------------
+# Jobs of every kind are listed here; the tier reassessment is the one operators start and resume.
+# core has no domain rules, so what is specific to it is imported from tiers inside the methods
+# that need it (the admin is an interface; core's domain modules never import tiers).
+
+# One "Resume" re-dispatches at most this many jobs (only one population job runs at a time).
+MAX_RESUMED_JOBS_PER_ACTION = 10
+
+
+class JobChunkInline(admin.TabularInline):
+    """The job's slices, read-only: status, attempts and counts per id range."""
+
+    model = JobChunk
+    fields = (
+        "index",
+        "status",
+        "attempts",
+        "items",
+        "changed",
+        "started_at",
+        "finished_at",
+        "lower",
+        "upper",
+    )
+    readonly_fields = fields
+    ordering = ("index",)
+    extra = 0
+    classes = ("collapse",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class TierReassessmentStartForm(forms.Form):
+    chunk_size = forms.IntegerField(
+        min_value=1,
+        max_value=100_000,
+        required=False,
+        help_text="Members per chunk; leave empty for LOYALTY_TIER_CHUNK_SIZE "
+        f"({settings.LOYALTY_TIER_CHUNK_SIZE}).",
+    )
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyModelAdmin):
+    """Read-only: progress and counts are written by the job's chunks as they commit.
+    "Run tier reassessment now" starts a population reassessment; "Resume" dispatches the open
+    chunks of an interrupted one again (done chunks are no-ops, so nothing is written twice)."""
+
+    list_display = (
+        "created_at",
+        "kind",
+        "state",
+        "progress_percent",
+        "chunks",
+        "items",
+        "items_changed",
+        "requested_by",
+        "started_at",
+        "finished_at",
+    )
+    list_filter = ("status", "kind", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("=dedupe_key", "=requested_by")
+    search_help_text = "A schedule slot (e.g. nightly:2025-01-31) or who requested it (exact)."
+    ordering = ("-created_at", "-id")
+    inlines = (JobChunkInline,)
+    actions = ("resume",)
+    change_list_template = "admin/core/job/change_list.html"
+    fields = (
+        "id",
+        "kind",
+        "state",
+        "progress_percent",
+        "chunks",
+        "items",
+        "items_changed",
+        "report",
+        "error",
+        "params",
+        "dedupe_key",
+        "requested_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="status", ordering="status")
+    def state(self, obj: Job) -> SafeString:
+        colours = {
+            JobStatus.DONE: "#2e7d32",
+            JobStatus.FAILED: "#c62828",
+            JobStatus.RUNNING: "#1565c0",
+        }
+        return format_html(
+            '<span style="color:{}">{}</span>', colours.get(obj.status, "inherit"), obj.status
+        )
+
+    @admin.display(description="progress")
+    def progress_percent(self, obj: Job) -> str:
+        return f"{obj.progress * 100:.0f}%"
+
+    @admin.display(description="chunks")
+    def chunks(self, obj: Job) -> str:
+        return f"{obj.chunks_done} / {obj.chunks_total}"
+
+    @admin.display(description="items")
+    def items(self, obj: Job) -> str:
+        return f"{obj.items_done} / {obj.items_total}"
+
+    @admin.display(description="report")
+    def report(self, obj: Job) -> SafeString:
+        from tiers.selectors import REASSESSMENT_JOB, reassessment_report, tier_list
+
+        if obj.kind != REASSESSMENT_JOB:
+            return format_html("-")
+        report = reassessment_report(job=obj)
+        tiers = list(tier_list().values_list("code", flat=True))
+        matrix = report["matrix"]
+        rows = [
+            {
+                "tier": source,
+                "cells": [
+                    {"count": matrix.get(source, {}).get(target, 0), "moves": source != target}
+                    for target in tiers
+                ],
+                "total": sum(matrix.get(source, {}).values()),
+            }
+            for source in tiers
+        ]
+        counts = report["counts"]
+        return format_html(
+            "<p>{}</p>{}<p>{}</p>",
+            f"Rule version {obj.params.get('rule_version') or '-'}, as of "
+            f"{obj.params.get('as_of', '-')}; from-to matrix over the chunks done so far "
+            "(rows: tier before, columns: tier after).",
+            SafeString(
+                render_to_string("admin/tiers/includes/matrix.html", {"tiers": tiers, "rows": rows})
+            ),
+            format_html_join(
+                ", ",
+                "{}: {}",
+                ((name.replace("_", " "), value) for name, value in sorted(counts.items())),
+            )
+            or "No chunk is done yet.",
+        )
+
+    def has_reassess_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tiers.run_reassessment")
+
+    def has_resume_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tiers.run_reassessment")
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "reassess-tiers/",
+                self.admin_site.admin_view(self.reassess_tiers_view),
+                name="core_job_reassess_tiers",
+            ),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "has_reassess_permission": self.has_reassess_permission(request),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def reassess_tiers_view(self, request: HttpRequest) -> HttpResponse:
+        """Start a population reassessment now and enqueue its planning (inline without a
+        broker): what the nightly schedule does, on an operator's demand."""
+        from tiers.selectors import rule_set_in_force
+        from tiers.services.reassessment import reassessment_start
+        from tiers.tasks import reassessment_plan_task
+
+        if not self.has_reassess_permission(request):
+            raise PermissionDenied
+        form = TierReassessmentStartForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                with durable_atomic():
+                    job, _ = reassessment_start(
+                        actor=_operator_actor(request),
+                        at=timezone.now(),
+                        chunk_size=form.cleaned_data["chunk_size"],
+                    )
+                    reassessment_plan_task.delay_on_commit(job_id=str(job.pk))
+            except DomainError as error:
+                self.message_user(request, error.detail, messages.ERROR)
+                return HttpResponseRedirect(reverse("admin:core_job_changelist"))
+            job.refresh_from_db()
+            if settings.CELERY_TASK_ALWAYS_EAGER:
+                message = (
+                    f"Tier reassessment {job.pk} ran inline (no broker configured): {job.status}, "
+                    f"{job.items_done} member(s) assessed, {job.items_changed} changed tier."
+                )
+            else:
+                message = (
+                    f"Tier reassessment {job.pk} started: the workers of the bulk queue run its "
+                    "chunks; this page shows the progress."
+                )
+            self.message_user(request, message, messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:core_job_change", args=[job.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Run tier reassessment now",
+            "opts": self.opts,
+            "form": form,
+            "rule_set": rule_set_in_force(at=timezone.now()),
+            "eager": settings.CELERY_TASK_ALWAYS_EAGER,
+        }
+        return TemplateResponse(request, "admin/core/job/reassess_tiers.html", context)
+
+    @admin.action(description="Resume (dispatch the open chunks again)", permissions=["resume"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        from tiers.selectors import REASSESSMENT_JOB
+        from tiers.tasks import reassessment_plan_task
+
+        jobs = list(
+            queryset.filter(kind=REASSESSMENT_JOB)
+            .exclude(status=JobStatus.DONE)
+            .order_by("created_at", "id")[: MAX_RESUMED_JOBS_PER_ACTION + 1]
+        )
+        if len(jobs) > MAX_RESUMED_JOBS_PER_ACTION:
+            self.message_user(
+                request,
+                f"Select at most {MAX_RESUMED_JOBS_PER_ACTION} jobs; nothing was resumed.",
+                messages.ERROR,
+            )
+            return
+        if not jobs:
+            self.message_user(
+                request,
+                "Nothing to resume: only tier reassessments that are not done can be resumed.",
+                messages.INFO,
+            )
+            return
+        resumed = 0
+        for job in jobs:
+            try:
+                # Planning again is idempotent: it returns the chunks not done and dispatches
+                # them (at once, inline, when no broker is configured).
+                reassessment_plan_task.delay_on_commit(job_id=str(job.pk))
+            except DomainError as error:
+                self.message_user(request, f"{job.pk}: {error.detail}", messages.ERROR)
+            else:
+                resumed += 1
+        how = (
+            "ran their open chunks inline (no broker configured)"
+            if settings.CELERY_TASK_ALWAYS_EAGER
+            else "dispatched their open chunks to the workers"
+        )
+        self.message_user(request, f"Resumed {resumed} reassessment(s): {how}.", messages.SUCCESS)

@@ -251,3 +251,91 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.pk} of delivery {self.delivery_id}"
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Job(models.Model):
+    """A long background job split into chunks that workers run independently.
+
+    Progress lives here (not in a result backend): each chunk, when it commits its work, marks
+    itself done and adds its counts in the same transaction, so the numbers are exact after a
+    crash. ``dedupe_key`` makes a scheduled job unique per slot (beat firing twice starts one).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid6.uuid7, editable=False)
+    kind = models.CharField(max_length=40)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
+    params = models.JSONField(default=dict, blank=True)
+    # Null means "no key": NULLs never collide in the unique constraint, empty strings would.
+    dedupe_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    requested_by = models.CharField(max_length=200)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    items_total = models.PositiveIntegerField(default=0)
+    items_done = models.PositiveIntegerField(default=0)
+    items_changed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(fields=("kind", "dedupe_key"), name="job_kind_dedupe_unique"),
+            models.CheckConstraint(
+                condition=models.Q(chunks_done__lte=models.F("chunks_total")),
+                name="job_chunks_done_lte_total",
+            ),
+        )
+        indexes = (models.Index(fields=("kind", "-created_at", "-id"), name="job_kind_idx"),)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id}"
+
+    @property
+    def progress(self) -> float:
+        """Done share of the work, 0 to 1 (1 once done, even with no items)."""
+        if self.status == JobStatus.DONE:
+            return 1.0
+        return self.chunks_done / self.chunks_total if self.chunks_total else 0.0
+
+
+class JobChunk(models.Model):
+    """One slice of a job, a half-open range of ids ``[lower, upper)`` (null = unbounded).
+
+    ``result`` holds the chunk's own counts (summed into the job report). A chunk is done at most
+    once: the worker locks the row and skips a done chunk, so a duplicate delivery or a re-run
+    after a crash writes nothing twice.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    lower = models.UUIDField(null=True, blank=True)
+    upper = models.UUIDField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    items = models.PositiveIntegerField(default=0)
+    changed = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("job", "index")
+        constraints = (models.UniqueConstraint(fields=("job", "index"), name="job_chunk_unique"),)
+        indexes = (
+            models.Index(
+                fields=("job", "index"),
+                condition=~models.Q(status="done"),
+                name="job_chunk_open_idx",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.job_id} #{self.index}"

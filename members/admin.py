@@ -1,7 +1,8 @@
 """The operator's tool for members, identities and tags. Writes go through the services.
 
-Tier and lifecycle fields are read-only here: only the tier and lifecycle services write them.
-Members are never deleted from the admin; "Erase personal data" replaces deletion.
+Tier and lifecycle fields are read-only here: only the tier and lifecycle services write them
+(operators move tiers with the "Reassess tiers" and "Promote or demote" actions). Members are
+never deleted from the admin; "Erase personal data" replaces deletion.
 """
 
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, Streami
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from core.actors import Actor, ActorKind
 from core.admin_base import ReadOnlyModelAdmin
@@ -64,11 +67,23 @@ from members.services import (
 )
 from rewards.models import PointsEntry, Reason
 from rewards.services.ledger import points_award, points_deduct
+from tiers.models import Tier
+from tiers.selectors import tier_history_list
+from tiers.services.promotions import tier_promote
+from tiers.services.reassessment import members_tier_reassess
 
 # Shown on the import page; more would bury the first errors the operator needs to fix.
 MAX_ERROR_MESSAGES = 20
 # The points actions post one member at a time; larger sets go through the batch award API.
 MAX_POINTS_ACTION_MEMBERS = 500
+# Each promotion is its own audited change (history row, event, optional pin) in its own
+# transaction; a bounded selection keeps the request short.
+MAX_PROMOTION_ACTION_MEMBERS = 100
+# A reassessment of the selection is one set-based transaction: at most one job chunk's worth.
+# The whole population is the job ("Run tier reassessment now" under Jobs, or reassess_tiers).
+MAX_REASSESS_ACTION_MEMBERS = settings.LOYALTY_TIER_CHUNK_SIZE
+# The member page shows this many of the latest tier changes; the rest are a link away.
+RECENT_TIER_CHANGES = 10
 
 
 def operator_actor(request: HttpRequest) -> Actor:
@@ -173,6 +188,24 @@ class MemberAddForm(forms.ModelForm):
         fields = ("external_id", "display_name", "email", "phone", "joined_at", "user")
 
 
+class TierPromotionForm(forms.Form):
+    """The page of the "Promote or demote" action."""
+
+    tier = forms.ModelChoiceField(queryset=Tier.objects.order_by("rank"), empty_label=None)
+    reason = forms.CharField(
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why: kept on each member's tier change.",
+    )
+    pin_days = forms.IntegerField(
+        min_value=1,
+        max_value=settings.LOYALTY_TIER_MAX_PIN_DAYS,
+        required=False,
+        help_text="Pin the tier for this many days: reassessment never demotes below it until "
+        "then. Leave empty for no pin.",
+    )
+
+
 class CsvImportForm(forms.Form):
     MEMBERS = "members"
     TAGS = "tags"
@@ -237,6 +270,8 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
         "erase_personal_data",
         "award_points",
         "deduct_points",
+        "reassess_tiers",
+        "promote_tier",
     )
     change_list_template = "admin/members/member/change_list.html"
     add_fieldsets = (
@@ -263,6 +298,11 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
                 "fields": (
                     "tier",
                     "tier_since",
+                    "tier_grace_until",
+                    "tier_pin",
+                    "tier_pinned_until",
+                    "tier_probation_until",
+                    "recent_tier_changes",
                     "lifecycle_stage",
                     "previous_lifecycle_stage",
                     "lifecycle_changed_at",
@@ -291,6 +331,11 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
         "external_id",
         "tier",
         "tier_since",
+        "tier_grace_until",
+        "tier_pin",
+        "tier_pinned_until",
+        "tier_probation_until",
+        "recent_tier_changes",
         "lifecycle_stage",
         "previous_lifecycle_stage",
         "lifecycle_changed_at",
@@ -345,6 +390,43 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
 
     def has_deduct_points_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("rewards.deduct_points")
+
+    def has_reassess_tiers_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tiers.run_reassessment")
+
+    def has_promote_members_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tiers.promote_member")
+
+    @admin.display(description="recent tier changes")
+    def recent_tier_changes(self, obj: Member) -> SafeString:
+        changes = list(
+            tier_history_list(member=obj).order_by("-created_at", "-id")[: RECENT_TIER_CHANGES + 1]
+        )
+        if not changes:
+            return format_html("{}", "None: the member has held their tier since joining.")
+        table = format_html(
+            "<table><thead><tr><th>when</th><th>from</th><th>to</th><th>why</th><th>by</th>"
+            "<th>rule version</th></tr></thead><tbody>{}</tbody></table>",
+            format_html_join(
+                "",
+                '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+                "<td>{}</td></tr>",
+                (
+                    (
+                        reverse("admin:tiers_tierchange_change", args=[change.pk]),
+                        f"{change.created_at:%Y-%m-%d %H:%M}",
+                        change.from_tier_id or "-",
+                        change.to_tier_id,
+                        change.get_reason_display() + (f": {change.note}" if change.note else ""),
+                        change.actor,
+                        f"v{change.rule_set.version}" if change.rule_set else "-",
+                    )
+                    for change in changes[:RECENT_TIER_CHANGES]
+                ),
+            ),
+        )
+        history_url = reverse("admin:tiers_tierchange_changelist") + f"?member__exact={obj.pk}"
+        return format_html('{}<p><a href="{}">{}</a></p>', table, history_url, "Full tier history")
 
     def save_model(
         self, request: HttpRequest, obj: Member, form: forms.ModelForm, change: bool
@@ -461,6 +543,128 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
             post=points_deduct,
             summary="Deducted {points} points from {count} member(s).",
         )
+
+    @admin.action(description="Reassess tiers of selected members", permissions=["reassess_tiers"])
+    def reassess_tiers(self, request: HttpRequest, queryset: QuerySet[Member]) -> None:
+        member_ids = list(
+            queryset.filter(erased_at__isnull=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)[: MAX_REASSESS_ACTION_MEMBERS + 1]
+        )
+        if len(member_ids) > MAX_REASSESS_ACTION_MEMBERS:
+            self.message_user(
+                request,
+                f"Select at most {MAX_REASSESS_ACTION_MEMBERS} members; nothing was reassessed. "
+                'For everyone, use "Run tier reassessment now" under Jobs.',
+                messages.ERROR,
+            )
+            return
+        if not member_ids:
+            self.message_user(request, "The selected members are erased.", messages.INFO)
+            return
+        with durable_atomic():
+            counts = members_tier_reassess(
+                member_ids=member_ids, actor=operator_actor(request), at=timezone.now()
+            )
+        moves = ", ".join(
+            f"{source} -> {target}: {count}"
+            for source, row in sorted(counts.matrix.items())
+            for target, count in sorted(row.items())
+            if source != target
+        )
+        message = (
+            f"Reassessed {counts.assessed} member(s) under the rules in force: "
+            f"{counts.changed} changed tier" + (f" ({moves})" if moves else "") + "."
+        )
+        extras = [
+            f"{value} {label}"
+            for value, label in (
+                (counts.grace_started, "entered grace"),
+                (counts.confirmed, "nomination(s) confirmed"),
+                (counts.rolled_back, "nomination(s) rolled back"),
+                (counts.skipped_concurrent, "skipped (changed meanwhile; run again)"),
+            )
+            if value
+        ]
+        if extras:
+            message += " " + "; ".join(extras) + "."
+        self.message_user(request, message, messages.SUCCESS)
+
+    @admin.action(
+        description="Promote or demote selected members...", permissions=["promote_members"]
+    )
+    def promote_tier(
+        self, request: HttpRequest, queryset: QuerySet[Member]
+    ) -> TemplateResponse | None:
+        """Set the selected members' tier (optionally pinned), each as its own audited change."""
+        members = list(
+            queryset.select_related("tier").order_by("external_id")[
+                : MAX_PROMOTION_ACTION_MEMBERS + 1
+            ]
+        )
+        if len(members) > MAX_PROMOTION_ACTION_MEMBERS:
+            self.message_user(
+                request,
+                f"Select at most {MAX_PROMOTION_ACTION_MEMBERS} members; nobody was moved. Each "
+                "promotion is its own recorded change; for more, repeat on smaller selections.",
+                messages.ERROR,
+            )
+            return None
+        erased = [member for member in members if member.is_erased]
+        if len(erased) == len(members):
+            self.message_user(
+                request, "The selected members are erased; their tier cannot change.", messages.INFO
+            )
+            return None
+        form = TierPromotionForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Promote or demote",
+                "intro": "Set the tier of each of these members. Each gets a tier change of "
+                "their own with your reason (and a pin, when given); a member who cannot be moved "
+                "(on a nomination's probation, or already holding the tier without a pin) is "
+                "reported and the others are still moved."
+                + (f" {len(erased)} erased member(s) will be skipped." if erased else ""),
+                "opts": self.opts,
+                "objects": members,
+                "form": form,
+                "media": self.media + form.media,
+                "action": "promote_tier",
+                "submit_label": "Move the members",
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/tiers/action_form.html", context)
+        data, actor, at = form.cleaned_data, operator_actor(request), timezone.now()
+        moved = 0
+        for member in members:
+            if member.is_erased:
+                continue
+            try:
+                # One transaction per member: a refusal undoes only its own change.
+                with durable_atomic():
+                    tier_promote(
+                        member=member,
+                        tier=data["tier"].code,
+                        reason=data["reason"],
+                        pin_days=data["pin_days"],
+                        actor=actor,
+                        at=at,
+                    )
+            except DomainError as error:
+                self.message_user(request, f"{member.external_id}: {error.detail}", messages.ERROR)
+            else:
+                moved += 1
+        if erased:
+            self.message_user(request, f"Skipped {len(erased)} erased member(s).", messages.WARNING)
+        if moved:
+            pin = f", pinned for {data['pin_days']} days" if data["pin_days"] else ""
+            self.message_user(
+                request,
+                f"Moved {moved} member(s) to {data['tier'].code}{pin}.",
+                messages.SUCCESS,
+            )
+        return None
 
     def _points_action(
         self,

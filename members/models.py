@@ -42,6 +42,28 @@ class Member(models.Model):
         db_column="tier_code",
     )
     tier_since = models.DateTimeField()
+    # The member's tier state, beside the tier itself so one read of the member row gives the
+    # evaluation all it needs: a grace period running out, an operator's pin, a probation.
+    tier_grace_until = models.DateTimeField(
+        null=True, blank=True, help_text="Maintenance is failing: demotion is due at this time."
+    )
+    tier_pin = models.ForeignKey(
+        "tiers.Tier",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_column="tier_pin_code",
+        help_text="Never demoted below this tier until the pin ends.",
+    )
+    tier_pinned_until = models.DateTimeField(null=True, blank=True)
+    tier_probation_until = models.DateTimeField(
+        null=True, blank=True, help_text="A nomination's probation ends at this time."
+    )
+    # Bumped by every write of the tier state: the reassessment job writes only members whose
+    # version is still the one it read (compare-and-set), so it never overwrites a promotion
+    # that committed while it was computing, and it holds no row locks while it computes.
+    tier_version = models.PositiveIntegerField(default=0)
     # Written only by lifecycle services (event ingestion, the daily lifecycle job).
     lifecycle_stage = models.CharField(
         max_length=16, choices=LifecycleStage.choices, default=LifecycleStage.NEW
@@ -73,6 +95,13 @@ class Member(models.Model):
             models.Index(fields=("-created_at", "-id"), name="member_created_idx"),
             models.Index(fields=("tier", "lifecycle_stage"), name="member_tier_stage_idx"),
             models.Index(fields=("lifecycle_stage",), name="member_stage_idx"),
+        )
+        constraints = (
+            models.CheckConstraint(
+                condition=models.Q(tier_pin__isnull=True, tier_pinned_until__isnull=True)
+                | models.Q(tier_pin__isnull=False, tier_pinned_until__isnull=False),
+                name="member_tier_pin_has_end",
+            ),
         )
 
     def __str__(self) -> str:

@@ -18,6 +18,7 @@ from core.exceptions import NotFoundError
 from members.models import ActivityEvent, Identity, Member, MemberDailyActivity, MemberTag
 from rewards.models import EntryKind, PointsEntry
 from rewards.services.earning import business_date_of
+from tiers.evaluation import METRICS
 
 
 def member_list_for_actor(*, actor: Actor) -> QuerySet[Member]:
@@ -82,17 +83,7 @@ def activity_event_list(*, member: Member) -> QuerySet[ActivityEvent]:
 
 # --- Metrics -------------------------------------------------------------------------------------
 
-METRIC_NAMES = (
-    "interactions",
-    "active_days",
-    "posts",
-    "shares",
-    "purchases",
-    "purchase_amount",
-    "qualifying_points",
-    "checkin_streak",
-    "tenure_days",
-)
+METRIC_NAMES = METRICS
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +150,8 @@ def member_metrics_list(
         )
         .order_by()
     )
-    points = _qualifying_points(member_ids=ids, first_day=first_day, last_day=as_of)
-    streaks = _checkin_streaks(member_ids=ids, first_day=first_day, last_day=as_of)
+    points = qualifying_points_by_member(member_ids=ids, first_day=first_day, last_day=as_of)
+    streaks = checkin_streaks_by_member(member_ids=ids, first_day=first_day, last_day=as_of)
     return {
         row["pk"]: MemberMetrics(
             interactions=row["interactions"] or 0,
@@ -181,7 +172,7 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=ZoneInfo(settings.LOYALTY_BUSINESS_TIME_ZONE))
 
 
-def _qualifying_points(
+def qualifying_points_by_member(
     *, member_ids: list[UUID], first_day: date, last_day: date
 ) -> dict[UUID, int]:
     """Points earned per member in the business days (earn entries, less their reversals), like
@@ -200,7 +191,9 @@ def _qualifying_points(
     return {row["member_id"]: row["earned"] + (row["reversed"] or 0) for row in rows}
 
 
-def _checkin_streaks(*, member_ids: list[UUID], first_day: date, last_day: date) -> dict[UUID, int]:
+def checkin_streaks_by_member(
+    *, member_ids: list[UUID], first_day: date, last_day: date
+) -> dict[UUID, int]:
     """Consecutive check-in days ending on ``last_day`` (or the day before), per member.
 
     Gaps and islands: numbering a member's check-in days in date order, ``day number - row

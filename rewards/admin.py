@@ -1,7 +1,8 @@
 """The operator's tool for the points ledger and the earning rules.
 
-The ledger (accounts, entries, lots, consumptions) and the counters it keeps (check-ins, daily
-earnings) are read-only here: only ``rewards.services`` write them. Operators award and deduct
+The ledger (accounts, entries, lots, consumptions, the system accounts' balances) and the
+counters it keeps (check-ins, daily earnings) are read-only here: only ``rewards.services`` write
+them. Operators award and deduct
 points with the member actions ("Award points", "Deduct points") in the members admin.
 """
 
@@ -11,7 +12,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.core.validators import MinValueValidator
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from core.admin_base import ReadOnlyModelAdmin
@@ -23,7 +24,10 @@ from rewards.models import (
     PointsAccount,
     PointsEntry,
     PointsLot,
+    SystemAccount,
+    SystemAccountBalance,
 )
+from rewards.selectors import system_account_balances
 
 # --- The ledger ----------------------------------------------------------------------------------
 
@@ -45,17 +49,41 @@ class PointsEntryAdmin(ReadOnlyModelAdmin):
         "version",
         "kind",
         "points",
+        "counter_account",
         "balance_after",
         "reason",
         "actor",
         "created_at",
     )
-    list_filter = ("kind", "reason", "created_at")
+    list_filter = ("kind", "counter_account", "reason", "created_at")
     search_fields = ("=member__external_id", "^reference")
     search_help_text = "A member's external id (exact), or the beginning of a reference."
     list_select_related = ("member",)
     # Served by the (-created_at, -id) index.
     ordering = ("-created_at", "-id")
+
+
+@admin.register(SystemAccountBalance)
+class SystemAccountBalanceAdmin(ReadOnlyModelAdmin):
+    """The program's side of the double-entry ledger: the shard rows, and above them each
+    account's balance (the sum of its shards)."""
+
+    list_display = ("account", "shard", "balance")
+    list_filter = ("account",)
+    ordering = ("account", "shard")
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        balances = system_account_balances()
+        extra_context = {
+            **(extra_context or {}),
+            "system_accounts": [
+                (label, balances[account]) for account, label in SystemAccount.choices
+            ],
+            "system_total": sum(balances.values()),
+        }
+        return super().changelist_view(request, extra_context)
 
 
 @admin.register(PointsLot)

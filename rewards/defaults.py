@@ -29,3 +29,42 @@ def earning_rules_seed(rule_model: Any, *, at: datetime) -> None:
                 "updated_at": at,
             },
         )
+
+
+# code, name, level, description, validity_days, prerequisites (SPEC §2: the capability rung)
+DEFAULT_CERTIFICATIONS = (
+    ("onboarding", "Onboarding", 1, "Finished the new-member guide.", None, ()),
+    (
+        "content-creator",
+        "Content creator",
+        2,
+        "Trained and certified to create content for the community.",
+        365,
+        ("onboarding",),
+    ),
+    (
+        "brand-ambassador",
+        "Brand ambassador",
+        3,
+        "Certified to represent the brand.",
+        365,
+        ("content-creator",),
+    ),
+)
+
+
+def certifications_seed(certification_model: Any, *, at: datetime) -> None:
+    """Create the default certifications that are missing; never overwrite an operator's edits."""
+    for code, name, level, description, validity_days, prerequisites in DEFAULT_CERTIFICATIONS:
+        certification, created = certification_model.objects.get_or_create(
+            code=code,
+            defaults={
+                "name": name,
+                "level": level,
+                "description": description,
+                "validity_days": validity_days,
+                "created_at": at,
+            },
+        )
+        if created and prerequisites:
+            certification.prerequisites.set(prerequisites)

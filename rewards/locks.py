@@ -1,5 +1,9 @@
 """Named row locks of the rewards app. Global order: idempotency record -> member tier state ->
-points account -> reward stock; accounts among themselves by primary key."""
+points account -> system account shard -> reward stock; accounts among themselves by primary key.
+
+The system accounts' shard rows are not locked here: a posting's last write (``rewards.services
+.ledger``) takes them, after all its member accounts, in (account, shard) order. So a transaction
+that posts more than once locks all its members' accounts before its first posting."""
 
 from collections.abc import Sequence
 from datetime import datetime

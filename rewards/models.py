@@ -1,9 +1,29 @@
-"""The points ledger: accounts, append-only entries, lots and their consumption; earning rules
-and daily check-ins.
+"""The points ledger: accounts, append-only entries, lots and their consumption, the program's
+system accounts; earning rules and daily check-ins.
 
-Invariants (shared/research/reliability.md §a', I1-I11) are held by constraints here and by the
-single write path in ``rewards.services.ledger``; ``rewards.selectors.ledger_violations`` audits them.
+The ledger is double-entry: every entry moves points between a member's account and one system
+account (its ``counter_account``), so members and system accounts together always sum to zero.
+
+Invariants (shared/research/reliability.md §a'), held by constraints here and by the single write
+path in ``rewards.services.ledger``, and audited by ``rewards.selectors.ledger_violations``:
+
+- I1 an account's balance (available + pending) is the sum of its entries;
+- I2 entries chain per member: versions 1, 2, 3, ... and ``balance_after`` = previous + points;
+- I3 lots match the balance, and every consumed point of a lot is recorded;
+- I4 only a reversal may take the balance below zero (debt);
+- I5 conservation: members' and system accounts' balances sum to zero; each system account
+  holds minus the points of the entries posted against it; an entry's counter account follows
+  its kind (a reversal posts against the account of the entry it reverses);
+- I8 a lot never gives out more than it had;
+- I9 a reversal negates at most its target, with the opposite sign;
+- I11 lifetime earned is the sum of earn entries.
+
+I6, I7 and I10 (one effect per idempotency key, one earn per reference, one check-in per member
+and day) are unique constraints alone.
 """
+
+from functools import reduce
+from operator import or_
 
 from django.db import models
 from django.db.models import F, Q
@@ -51,6 +71,25 @@ class EntryKind(models.TextChoices):
     REVERSE = "reverse", "Reverse"
 
 
+class SystemAccount(models.TextChoices):
+    """The program's side of every posting (double entry)."""
+
+    ISSUANCE = "issuance", "Issuance"
+    REDEMPTION = "redemption", "Redemption"
+    EXPIRY = "expiry", "Expiry"
+    ADJUSTMENT = "adjustment", "Adjustment"
+
+
+# The counter account of each kind. A reversal is absent: it posts back against the account of
+# the entry it reverses, so the original's system account is the one made whole.
+COUNTER_ACCOUNT_OF_KIND: dict[str, str] = {
+    EntryKind.EARN: SystemAccount.ISSUANCE,
+    EntryKind.REDEEM: SystemAccount.REDEMPTION,
+    EntryKind.EXPIRE: SystemAccount.EXPIRY,
+    EntryKind.ADJUST: SystemAccount.ADJUSTMENT,
+}
+
+
 class Reason(models.TextChoices):
     MANUAL = "manual", "Operator's award or deduction"
     CHECKIN = "checkin", "Daily check-in"
@@ -73,6 +112,14 @@ class PointsEntry(models.Model):
     version = models.BigIntegerField()
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
     points = models.BigIntegerField()
+    # The default fits earns (most entries) and rows written outside the ledger's services (the
+    # benchmark's reference view); the check below refuses it for any other kind but a reversal.
+    counter_account = models.CharField(
+        max_length=16,
+        choices=SystemAccount.choices,
+        default=SystemAccount.ISSUANCE,
+        help_text="The system account on the other side: it moves by minus these points.",
+    )
     balance_after = models.BigIntegerField(help_text="Available plus pending after this entry.")
     reason = models.CharField(max_length=32, choices=Reason.choices)
     note = models.CharField(max_length=500, blank=True)
@@ -119,6 +166,18 @@ class PointsEntry(models.Model):
                 condition=~Q(kind=EntryKind.EXPIRE) | Q(expired_lot__isnull=False),
                 name="points_entry_expire_has_lot",
             ),
+            # A reversal may name any system account; the audit checks it is its target's.
+            models.CheckConstraint(
+                condition=reduce(
+                    or_,
+                    (
+                        Q(kind=kind, counter_account=account)
+                        for kind, account in COUNTER_ACCOUNT_OF_KIND.items()
+                    ),
+                )
+                | Q(kind=EntryKind.REVERSE, counter_account__in=SystemAccount.values),
+                name="points_entry_counter_account_of_kind",
+            ),
             models.UniqueConstraint(
                 fields=("reference",),
                 condition=Q(kind=EntryKind.EARN) & ~Q(reference=""),
@@ -137,6 +196,31 @@ class PointsEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.points:+d} ({self.reason})"
+
+
+class SystemAccountBalance(models.Model):
+    """One shard of a system account's balance: the account's balance is the sum of its shards.
+
+    A member's postings always use the same shard (``LOYALTY_SYSTEM_ACCOUNT_SHARDS``, picked from
+    the member id), so concurrent awards to different members rarely wait for one another on a
+    single hot row. A shard alone means nothing; only the sum per account does.
+    """
+
+    account = models.CharField(max_length=16, choices=SystemAccount.choices)
+    shard = models.PositiveSmallIntegerField()
+    balance = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "system account balance"
+        constraints = (
+            # Also the conflict target of the postings' upsert.
+            models.UniqueConstraint(
+                fields=("account", "shard"), name="system_account_balance_unique"
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.account} #{self.shard}: {self.balance}"
 
 
 class PointsLot(models.Model):
@@ -291,3 +375,71 @@ class CheckIn(models.Model):
 
     def __str__(self) -> str:
         return f"{self.member_id} {self.business_date} (streak {self.streak})"
+
+
+# --- Capability: certifications -------------------------------------------------------------------
+
+
+class Certification(models.Model):
+    """A knowledge or skill certification (the capability rung of the ladder). Tier rules
+    require certifications by code."""
+
+    code = models.SlugField(max_length=64, primary_key=True)
+    name = models.CharField(max_length=100)
+    level = models.PositiveSmallIntegerField(default=1)
+    description = models.TextField(blank=True)
+    validity_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="A grant expires this long after it is given (empty: never).",
+    )
+    prerequisites = models.ManyToManyField(
+        "self", symmetrical=False, blank=True, related_name="unlocks"
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("level", "code")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CertificationGrant(models.Model):
+    """A member's certification: one row per member and certification. Re-certifying extends
+    it; revoking keeps the row (with who and why) so the history stays explainable."""
+
+    member = models.ForeignKey(
+        "members.Member", on_delete=models.CASCADE, related_name="certification_grants"
+    )
+    certification = models.ForeignKey(
+        Certification, on_delete=models.PROTECT, related_name="grants"
+    )
+    granted_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    evidence = models.CharField(max_length=1000, blank=True)
+    granted_by = models.CharField(max_length=200)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.CharField(max_length=200, blank=True)
+    revoke_reason = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(
+                fields=("member", "certification"), name="certification_grant_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__isnull=True) | Q(expires_at__gt=F("granted_at")),
+                name="certification_grant_expires_after_grant",
+            ),
+        )
+        indexes = (models.Index(fields=("certification", "member"), name="cert_grant_cert_idx"),)
+        permissions = (
+            ("grant_certification", "Can grant certifications to members"),
+            ("revoke_certification", "Can revoke members' certifications"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.member_id}: {self.certification_id}"

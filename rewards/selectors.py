@@ -6,11 +6,22 @@ from typing import Any
 from uuid import UUID
 
 from django.db import connection
-from django.db.models import QuerySet, Sum
+from django.db.models import Case, CharField, QuerySet, Sum, Value, When
 
 from core.actors import Actor
 from core.exceptions import NotFoundError
-from rewards.models import EntryKind, PointsAccount, PointsEntry, PointsLot
+from members.models import Member
+from rewards.models import (
+    Certification,
+    CertificationGrant,
+    EntryKind,
+    PointsAccount,
+    PointsEntry,
+    PointsLot,
+    SystemAccount,
+    SystemAccountBalance,
+)
+from tiers.selectors import rules_in_force
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,21 @@ def points_entry_get(*, entry_id: int) -> PointsEntry | None:
     return PointsEntry.objects.filter(pk=entry_id).first()
 
 
+def system_account_balances() -> dict[str, int]:
+    """Each system account's balance (the sum of its shards), every account listed. One query.
+
+    The issuance account is minus the points ever given out net of reversals; the redemption,
+    expiry and adjustment accounts hold what came back to the program each way.
+    """
+    totals = dict(
+        SystemAccountBalance.objects.values("account")
+        .annotate(total=Sum("balance"))
+        .order_by()
+        .values_list("account", "total")
+    )
+    return {account: totals.get(account) or 0 for account in SystemAccount.values}
+
+
 # --- The audit (I1-I11) ------------------------------------------------------------------------
 
 _AUDIT_QUERIES: dict[str, str] = {
@@ -121,6 +147,33 @@ _AUDIT_QUERIES: dict[str, str] = {
     "I4 no spend into debt": """
         SELECT e.id FROM rewards_pointsentry e
         WHERE e.kind IN ('redeem', 'expire', 'adjust') AND e.points < 0 AND e.balance_after < 0""",
+    # I5a: double entry, conservation: members and system accounts sum to zero.
+    "I5 members + system accounts = 0": """
+        SELECT CAST(m.total AS BIGINT) AS members, CAST(s.total AS BIGINT) AS system FROM
+            (SELECT COALESCE(SUM(available + pending), 0) AS total FROM rewards_pointsaccount) m,
+            (SELECT COALESCE(SUM(balance), 0) AS total FROM rewards_systemaccountbalance) s
+        WHERE m.total + s.total <> 0""",
+    # I5b: a system account (all its shards) holds minus the points posted against it. Shards
+    # alone are not checked: a member's shard may change with the shard count.
+    "I5 system account = -sum of its entries": """
+        SELECT account, CAST(SUM(stored) AS BIGINT), CAST(SUM(posted) AS BIGINT) FROM (
+            SELECT account, balance AS stored, 0 AS posted FROM rewards_systemaccountbalance
+            UNION ALL
+            SELECT counter_account, 0, -SUM(points) FROM rewards_pointsentry
+            GROUP BY counter_account
+        ) sides
+        GROUP BY account HAVING SUM(stored) <> SUM(posted)""",
+    # I5c: each kind posts against its account; a reversal against its target's.
+    "I5 counter account of the kind": """
+        SELECT e.id, e.kind, e.counter_account FROM rewards_pointsentry e
+        LEFT JOIN rewards_pointsentry t ON t.id = e.reverses_id
+        WHERE e.counter_account <> COALESCE(CASE e.kind
+            WHEN 'earn' THEN 'issuance'
+            WHEN 'redeem' THEN 'redemption'
+            WHEN 'expire' THEN 'expiry'
+            WHEN 'adjust' THEN 'adjustment'
+            WHEN 'reverse' THEN t.counter_account
+        END, '')""",
     # I8: a lot never gives out more than it had.
     "I8 lot not over-consumed": """
         SELECT l.entry_id FROM rewards_pointslot l
@@ -174,3 +227,70 @@ def points_entry_get_for_actor(*, actor: Actor, entry_id: int) -> PointsEntry:
     if entry is None:
         raise NotFoundError("No such points entry.")
     return entry
+
+
+# --- Certifications ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CertificationRow:
+    code: str
+    name: str
+    level: int
+    description: str
+    validity_days: int | None
+    prerequisites: list[str]
+    required_by_tiers: list[str]
+
+
+def certification_list(*, at: datetime) -> list[CertificationRow]:
+    """Active certifications with their prerequisites and the tiers whose rules in force require
+    them (three queries)."""
+    required_by: dict[str, list[str]] = {}
+    for tier in rules_in_force(at=at).tiers:
+        for requirement in tier.entry:
+            if requirement.is_certification:
+                required_by.setdefault(requirement.certification, []).append(tier.code)
+    return [
+        CertificationRow(
+            code=certification.code,
+            name=certification.name,
+            level=certification.level,
+            description=certification.description,
+            validity_days=certification.validity_days,
+            prerequisites=sorted(p.code for p in certification.prerequisites.all()),
+            required_by_tiers=required_by.get(certification.code, []),
+        )
+        for certification in Certification.objects.filter(is_active=True).prefetch_related(
+            "prerequisites"
+        )
+    ]
+
+
+def _with_status(
+    queryset: QuerySet[CertificationGrant], at: datetime
+) -> QuerySet[CertificationGrant]:
+    return queryset.select_related("certification").annotate(
+        status=Case(
+            When(revoked_at__isnull=False, then=Value("revoked")),
+            When(expires_at__lte=at, then=Value("expired")),
+            default=Value("held"),
+            output_field=CharField(),
+        )
+    )
+
+
+def member_certifications_list(*, member: Member, at: datetime) -> QuerySet[CertificationGrant]:
+    """The member's certification grants, held or not, with a ``status`` (one query)."""
+    return _with_status(CertificationGrant.objects.filter(member=member), at).order_by(
+        "certification__level", "certification_id"
+    )
+
+
+def member_certification_get(*, member: Member, code: str, at: datetime) -> CertificationGrant:
+    grant = _with_status(
+        CertificationGrant.objects.filter(member=member, certification_id=code), at
+    ).first()
+    if grant is None:
+        raise NotFoundError("The member has no such certification.")
+    return grant

@@ -1,6 +1,7 @@
 """Shared fixtures: clients per role, members built through services."""
 
 from collections.abc import Callable
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,8 +14,10 @@ from core.actors import system_actor
 from core.api.tokens import member_token_pair, operator_token_pair
 from core.models import Partner, Scope
 from core.services import partner_create
-from members.models import Member
+from members.models import Member, MemberDailyActivity
 from members.services import member_create
+from rewards.models import CertificationGrant
+from rewards.services.earning import business_date_of
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -40,12 +43,14 @@ def _seeded_data_after_flush(request: pytest.FixtureRequest) -> None:
 
     from members.defaults import event_types_seed
     from members.models import EventType
-    from rewards.defaults import earning_rules_seed
-    from rewards.models import EarningRule
-    from tiers.ladder import ladder_seed
-    from tiers.models import Tier
+    from rewards.defaults import certifications_seed, earning_rules_seed
+    from rewards.models import Certification, EarningRule
+    from tiers.ladder import ladder_seed, rules_seed
+    from tiers.models import RuleSet, Tier, TierRequirement, TierRule
 
     ladder_seed(Tier)
+    rules_seed(RuleSet, TierRule, TierRequirement, at=timezone.now())
+    certifications_seed(Certification, at=timezone.now())
     earning_rules_seed(EarningRule, at=timezone.now())
     event_types_seed(EventType, at=timezone.now())
 
@@ -148,3 +153,53 @@ def partner_client(make_partner: Callable[..., tuple[Partner, APIClient]]) -> AP
 @pytest.fixture
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+# --- Tier building blocks: activity in the daily rollups, certifications -----------------------
+
+
+@pytest.fixture
+def add_activity() -> Callable[..., None]:
+    """Rollup rows for a member: ``days`` consecutive business days ending ``ending`` (default
+    today), each with the given counts."""
+
+    def add(
+        member: Member,
+        *,
+        days: int = 1,
+        ending: date | None = None,
+        interactions: int = 0,
+        posts: int = 0,
+        **counts: Any,
+    ) -> None:
+        last = ending or business_date_of(timezone.now())
+        MemberDailyActivity.objects.bulk_create(
+            MemberDailyActivity(
+                member=member,
+                business_date=last - timedelta(days=offset),
+                interactions=interactions + posts,
+                posts=posts,
+                **counts,
+            )
+            for offset in range(days)
+        )
+
+    return add
+
+
+@pytest.fixture
+def certify() -> Callable[..., CertificationGrant]:
+    def grant(
+        member: Member, code: str, *, at: datetime | None = None, expires_at: datetime | None = None
+    ) -> CertificationGrant:
+        at = at or timezone.now() - timedelta(days=1)
+        return CertificationGrant.objects.create(
+            member=member,
+            certification_id=code,
+            granted_at=at,
+            expires_at=expires_at,
+            granted_by="tests",
+            updated_at=at,
+        )
+
+    return grant

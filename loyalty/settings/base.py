@@ -277,6 +277,10 @@ LOYALTY_PURCHASE_PENDING_DAYS = env.int("LOYALTY_PURCHASE_PENDING_DAYS", default
 LOYALTY_POINTS_EXPIRING_WARNING_DAYS = env.int("LOYALTY_POINTS_EXPIRING_WARNING_DAYS", default=30)
 LOYALTY_POINTS_MAX_AWARD = env.int("LOYALTY_POINTS_MAX_AWARD", default=10_000_000)
 LOYALTY_JOB_CHUNK_SIZE = env.int("LOYALTY_JOB_CHUNK_SIZE", default=1000)
+# Rows per system account (issuance, redemption, ...), at least 1: concurrent postings for
+# different members spread over them instead of queueing on one row. Changing it is safe (an
+# account's balance is the sum of its rows).
+LOYALTY_SYSTEM_ACCOUNT_SHARDS = env.int("LOYALTY_SYSTEM_ACCOUNT_SHARDS", default=16)
 
 # --- Webhooks (LOYALTY_WEBHOOK_...) ---------------------------------------------------------------
 # Targets: https only and public addresses only, unless these allow more (tests and the demo run
@@ -355,4 +359,24 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
         "BatchItemStatusEnum": "members.api.serializers.EVENT_STATUSES",
         "EventRejectReasonEnum": "members.api.serializers.EVENT_REJECT_REASONS",
     }
+)
+
+# --- Tiers (LOYALTY_TIER_...) ---------------------------------------------------------------------
+# Members per reassessment chunk: one short transaction each, many chunks share the workers.
+LOYALTY_TIER_CHUNK_SIZE = env.int("LOYALTY_TIER_CHUNK_SIZE", default=2000)
+# A running chunk whose worker has not finished it in this long is dispatched again by the
+# watchdog (chunks are idempotent, so a slow one finishing too is harmless).
+LOYALTY_TIER_CHUNK_LEASE_SECONDS = env.int("LOYALTY_TIER_CHUNK_LEASE_SECONDS", default=600)
+LOYALTY_TIER_PROBATION_DAYS = env.int("LOYALTY_TIER_PROBATION_DAYS", default=30)
+LOYALTY_TIER_MAX_PIN_DAYS = env.int("LOYALTY_TIER_MAX_PIN_DAYS", default=3660)
+# tier.will_downgrade is sent when grace starts and again this many days before it ends.
+LOYALTY_TIER_DOWNGRADE_WARNING_DAYS = env.int("LOYALTY_TIER_DOWNGRADE_WARNING_DAYS", default=7)
+# An award of at least this many points reassesses the member at once (0 = never).
+LOYALTY_TIER_REASSESS_AWARD_THRESHOLD = env.int(
+    "LOYALTY_TIER_REASSESS_AWARD_THRESHOLD", default=500
+)
+LOYALTY_TIER_SIMULATION_SAMPLE_SIZE = env.int("LOYALTY_TIER_SIMULATION_SAMPLE_SIZE", default=5)
+# The daily certification expiry announces grants that expired within this many days (once each).
+LOYALTY_CERTIFICATION_EXPIRY_LOOKBACK_DAYS = env.int(
+    "LOYALTY_CERTIFICATION_EXPIRY_LOOKBACK_DAYS", default=7
 )

@@ -133,3 +133,40 @@ class CheckInSerializer(serializers.Serializer):
     streak = serializers.IntegerField()
     points_awarded = serializers.IntegerField()
     created_at = serializers.DateTimeField()
+
+
+# --- Certifications ------------------------------------------------------------------------------
+
+
+class CertificationSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    level = serializers.IntegerField()
+    description = serializers.CharField()
+    validity_days = serializers.IntegerField(allow_null=True)
+    prerequisites = serializers.ListField(child=serializers.CharField())
+    required_by_tiers = serializers.ListField(
+        child=serializers.CharField(), help_text="Tiers whose rules in force require it."
+    )
+
+
+class CertificationGrantSerializer(serializers.Serializer):
+    certification = serializers.CharField(source="certification_id")
+    name = serializers.CharField(source="certification.name")
+    status = serializers.CharField(help_text="held, expired or revoked")
+    granted_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    evidence = serializers.CharField()
+    granted_by = serializers.CharField()
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    revoke_reason = serializers.CharField()
+
+
+class CertificationGrantInputSerializer(StrictInputSerializer):
+    certification = serializers.SlugField(max_length=64)
+    evidence = serializers.CharField(max_length=1000, required=False, default="", allow_blank=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+
+class CertificationRevokeInputSerializer(StrictInputSerializer):
+    reason = serializers.CharField(max_length=500)

@@ -32,4 +32,15 @@ urlpatterns = [
     path("me/points/", views.MePointsView.as_view(), name="me-points"),
     path("me/points/entries/", views.MePointsEntriesView.as_view(), name="me-points-entries"),
     path("me/check-ins/", views.MeCheckInView.as_view(), name="me-check-ins"),
+    path("certifications/", views.CertificationListView.as_view(), name="certification-list"),
+    path(
+        "members/<uuid:member_id>/certifications/",
+        views.MemberCertificationsView.as_view(),
+        name="member-certifications",
+    ),
+    path(
+        "members/<uuid:member_id>/certifications/<slug:code>/",
+        views.MemberCertificationView.as_view(),
+        name="member-certification",
+    ),
 ]

@@ -19,6 +19,10 @@ from rewards import selectors
 from rewards.api.serializers import (
     AwardBatchResponseSerializer,
     AwardBatchSerializer,
+    CertificationGrantInputSerializer,
+    CertificationGrantSerializer,
+    CertificationRevokeInputSerializer,
+    CertificationSerializer,
     CheckInSerializer,
     PointsAwardSerializer,
     PointsBalanceSerializer,
@@ -28,7 +32,7 @@ from rewards.api.serializers import (
 )
 from rewards.filters import PointsEntryFilter
 from rewards.models import PointsEntry, Reason
-from rewards.services import earning, ledger
+from rewards.services import certifications, earning, ledger
 
 
 def actor_of(request: Request) -> Actor:
@@ -232,5 +236,98 @@ class MeCheckInView(APIView):
             result = earning.checkin_create(member=member, actor=actor, at=timezone.now())
             code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
             return Response(CheckInSerializer(result.check_in).data, status=code)
+
+        return run_idempotent(request, effect)
+
+
+# --- Certifications ------------------------------------------------------------------------------
+
+
+class CertificationListView(APIView):
+    member_access = ("GET",)
+    operator_permissions = {"GET": []}
+    partner_scopes = {"GET": Scope.MEMBERS_READ}
+
+    @extend_schema(responses=CertificationSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        rows = selectors.certification_list(at=timezone.now())
+        return Response(CertificationSerializer(rows, many=True).data)
+
+
+class MemberCertificationsView(APIView):
+    member_access = ("GET",)
+    operator_permissions = {
+        "GET": ["rewards.view_certificationgrant"],
+        "POST": ["rewards.grant_certification"],
+    }
+    partner_scopes = {"GET": Scope.MEMBERS_READ, "POST": Scope.MEMBERS_WRITE}
+
+    @extend_schema(responses=CertificationGrantSerializer(many=True))
+    def get(self, request: Request, member_id: UUID) -> Response:
+        member = member_get_for_actor(
+            actor=actor_of(request), member_id=member_id, with_identities=False
+        )
+        grants = selectors.member_certifications_list(member=member, at=timezone.now())
+        return Response(CertificationGrantSerializer(grants, many=True).data)
+
+    @extend_schema(
+        request=CertificationGrantInputSerializer,
+        responses={201: CertificationGrantSerializer, 200: CertificationGrantSerializer},
+        description=(
+            "Certify a member (prerequisites must be held). Granting a held certification "
+            "again re-certifies it: 200 with the extended validity. The member's tier is "
+            "reassessed after the grant."
+        ),
+    )
+    def post(self, request: Request, member_id: UUID) -> Response:
+        actor = actor_of(request)
+        member = member_get_for_actor(actor=actor, member_id=member_id, with_identities=False)
+        data = CertificationGrantInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+
+        def effect() -> Response:
+            at = timezone.now()
+            result = certifications.certification_grant(
+                member=member,
+                code=fields["certification"],
+                evidence=fields["evidence"],
+                expires_at=fields["expires_at"],
+                actor=actor,
+                at=at,
+            )
+            grant = selectors.member_certification_get(
+                member=member, code=result.grant.certification_id, at=at
+            )
+            return Response(
+                CertificationGrantSerializer(grant).data,
+                status=status.HTTP_200_OK if result.renewed else status.HTTP_201_CREATED,
+            )
+
+        return run_idempotent(request, effect)
+
+
+class MemberCertificationView(APIView):
+    operator_permissions = {"DELETE": ["rewards.revoke_certification"]}
+    partner_scopes = {"DELETE": Scope.MEMBERS_WRITE}
+
+    @extend_schema(
+        request=CertificationRevokeInputSerializer,
+        responses={200: CertificationGrantSerializer},
+        description="Revoke a held certification, with a reason (in the body).",
+    )
+    def delete(self, request: Request, member_id: UUID, code: str) -> Response:
+        actor = actor_of(request)
+        member = member_get_for_actor(actor=actor, member_id=member_id, with_identities=False)
+        data = CertificationRevokeInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+
+        def effect() -> Response:
+            at = timezone.now()
+            certifications.certification_revoke(
+                member=member, code=code, reason=data.validated_data["reason"], actor=actor, at=at
+            )
+            grant = selectors.member_certification_get(member=member, code=code, at=at)
+            return Response(CertificationGrantSerializer(grant).data)
 
         return run_idempotent(request, effect)

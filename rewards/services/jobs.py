@@ -4,6 +4,7 @@ Each works in chunks of members, one short transaction per chunk, set-based insi
 accounts of the chunk are locked in primary-key order, the lots are read under those locks, and
 everything is written with bulk statements. Re-running, or running twice at once, writes nothing
 twice: a lot expires at most once (unique ``expired_lot``) and is read only under its account's lock.
+Expiries post through the ledger's write path, which moves the ``expiry`` system account with them.
 """
 
 from collections.abc import Callable
@@ -17,7 +18,15 @@ from django.db.models import Min, QuerySet, Sum
 from core.actors import system_actor
 from core.events import DomainEvent, domain_events_record
 from rewards.locks import points_accounts_lock
-from rewards.models import EntryKind, LotConsumption, PointsAccount, PointsEntry, PointsLot, Reason
+from rewards.models import (
+    EntryKind,
+    LotConsumption,
+    PointsAccount,
+    PointsEntry,
+    PointsLot,
+    Reason,
+    SystemAccount,
+)
 from rewards.services.ledger import _Posting, _write
 
 Progress = Callable[[int], None]
@@ -62,6 +71,7 @@ def points_expire(
                     version=account.version,
                     kind=EntryKind.EXPIRE,
                     points=-lot.remaining,
+                    counter_account=SystemAccount.EXPIRY,
                     balance_after=account.balance,
                     reason=Reason.EXPIRY,
                     actor=actor.label,

@@ -5,8 +5,13 @@ immutable entry whose ``version`` and ``balance_after`` continue the account's c
 points between lots, and writes the account back guarded by its version (so even the SQLite demo,
 where row locks do nothing, cannot lose an update). Spending never takes ``available`` below zero;
 only a reversal may (debt), and debt blocks spending until new points repay it.
+
+The ledger is double-entry: each entry names its system counter account, and the same write
+moves that account (the member's shard of it) by minus the entry's points, so members and
+system accounts always sum to zero.
 """
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,18 +23,20 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Sum
 
 from core.actors import Actor
-from core.db import joins_transaction, require_transaction
+from core.db import is_postgres, joins_transaction, require_transaction
 from core.events import DomainEvent, domain_events_record
 from core.exceptions import ConflictError, InvalidInputError
 from members.models import Member
 from rewards.locks import points_accounts_lock
 from rewards.models import (
+    COUNTER_ACCOUNT_OF_KIND,
     EntryKind,
     LotConsumption,
     PointsAccount,
     PointsEntry,
     PointsLot,
     Reason,
+    SystemAccountBalance,
 )
 
 
@@ -119,11 +126,18 @@ def _next_entry(
     **fields: Any,
 ) -> PointsEntry:
     account.version += 1
+    reverses: PointsEntry | None = fields.get("reverses")
     return PointsEntry(
         member_id=account.pk,
         version=account.version,
         kind=kind,
         points=points,
+        # A reversal makes whole the system account its target moved.
+        counter_account=(
+            reverses.counter_account
+            if kind == EntryKind.REVERSE and reverses is not None
+            else COUNTER_ACCOUNT_OF_KIND[kind]
+        ),
         balance_after=account.balance,
         reason=reason,
         actor=actor.label,
@@ -258,7 +272,8 @@ def _debit_locked(
 def _write(
     accounts: Sequence[PointsAccount], versions: dict[UUID, int], posting: _Posting, at: datetime
 ) -> None:
-    """Persist a posting set-based: entries, lots, lot changes, consumptions, accounts, events."""
+    """Persist a posting set-based: entries, lots, lot changes, consumptions, events, then the
+    member accounts and the system accounts' shards."""
     require_transaction()
     if posting.entries:
         PointsEntry.objects.bulk_create(posting.entries)
@@ -275,43 +290,88 @@ def _write(
                 for e, lot, p in posting.consumptions
             ]
         )
-    _accounts_save(accounts, versions, at)
     if posting.events:
         domain_events_record(events=posting.events, at=at)
+    # Last: the system shards are the ledger's most shared rows, locked from here to the commit.
+    _balances_save(accounts, versions, _system_postings(posting.entries), at)
+
+
+def system_account_shard(member_id: UUID) -> int:
+    """The shard of every system account that the member's postings move: fixed per member, and
+    even across members (a UUID's low bits are random, v4 or v7)."""
+    return member_id.int % settings.LOYALTY_SYSTEM_ACCOUNT_SHARDS
+
+
+def _system_postings(entries: Sequence[PointsEntry]) -> list[tuple[str, int, int]]:
+    """The system side of the entries: (account, shard, change), one per touched shard, sorted.
+
+    Every posting locks shard rows in this (account, shard) order, after its member accounts,
+    so two postings can never wait for each other in a cycle.
+    """
+    changes: defaultdict[tuple[str, int], int] = defaultdict(int)
+    for entry in entries:
+        changes[entry.counter_account, system_account_shard(entry.member_id)] -= entry.points
+    return [
+        (account, shard, change) for (account, shard), change in sorted(changes.items()) if change
+    ]
 
 
 _ACCOUNT_FIELDS = ("available", "pending", "lifetime_earned", "version")
 
 
-def _accounts_save(
-    accounts: Sequence[PointsAccount], versions: dict[UUID, int], at: datetime
+def _balances_save(
+    accounts: Sequence[PointsAccount],
+    versions: dict[UUID, int],
+    system: Sequence[tuple[str, int, int]],
+    at: datetime,
 ) -> None:
-    """Write changed accounts in one UPDATE, each guarded by the version read under its lock:
-    a lost update is impossible even where row locks are not enforced (SQLite).
+    """Write changed accounts in one UPDATE, each guarded by the version read under its lock (a
+    lost update is impossible even where row locks are not enforced, SQLite), and add ``system``
+    to the system shards.
 
-    ``UPDATE ... FROM (VALUES ...)`` (PostgreSQL, SQLite >= 3.33): one statement for a batch of
-    any size, built as plain SQL because ORM CASE expressions cost seconds at 1,000 rows.
+    On PostgreSQL both go in one statement: the shard upsert is a data-modifying CTE, which runs
+    to completion whatever the outer UPDATE does, while the row count is the UPDATE's. Elsewhere
+    the upsert is a second statement. ``UPDATE ... FROM (VALUES ...)`` (PostgreSQL, SQLite >=
+    3.33) is one statement for a batch of any size, built as plain SQL because ORM CASE
+    expressions cost seconds at 1,000 rows.
     """
     changed = [account for account in accounts if account.version != versions[account.pk]]
     if not changed:
         return
-    if len(changed) == 1:
-        account = changed[0]
-        updated = PointsAccount.objects.filter(pk=account.pk, version=versions[account.pk]).update(
-            **{name: getattr(account, name) for name in _ACCOUNT_FIELDS}, updated_at=at
-        )
-    else:
-        updated = _accounts_save_many(changed, versions, at)
+    sql, params = _accounts_update(changed, versions, at)
+    together = bool(system) and is_postgres()
+    if together:
+        upsert, upsert_params = _system_upsert(system)
+        sql, params = f"WITH system_postings AS ({upsert}) {sql}", [*upsert_params, *params]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        updated = cursor.rowcount
+        if updated == len(changed) and system and not together:
+            cursor.execute(*_system_upsert(system))
     if updated != len(changed):
         raise ConflictError("An account changed concurrently; retry.")
 
 
-def _accounts_save_many(
+def _accounts_update(
     changed: Sequence[PointsAccount], versions: dict[UUID, int], at: datetime
-) -> int:
+) -> tuple[str, list[object]]:
+    table = PointsAccount._meta.db_table
     pk_field = PointsAccount._meta.pk
+    updated_at = connection.ops.adapt_datetimefield_value(at)
+    if len(changed) == 1:
+        account = changed[0]
+        sql = (
+            f"UPDATE {table} SET available = %s, pending = %s, lifetime_earned = %s, "  # noqa: S608 - names from the model
+            "version = %s, updated_at = %s WHERE member_id = %s AND version = %s"
+        )
+        return sql, [
+            *(getattr(account, name) for name in _ACCOUNT_FIELDS),
+            updated_at,
+            pk_field.get_db_prep_value(account.pk, connection),
+            versions[account.pk],
+        ]
     rows = []
-    params: list[object] = []
+    params: list[object] = [updated_at]
     for account in changed:
         rows.append("(%s, %s, %s, %s, %s, %s)")
         params.extend(
@@ -324,17 +384,26 @@ def _accounts_save_many(
                 account.version,
             ]
         )
-    cast = "::uuid" if connection.vendor == "postgresql" else ""
-    table = PointsAccount._meta.db_table
+    cast = "::uuid" if is_postgres() else ""
     sql = (
         f"UPDATE {table} SET available = v.column3, pending = v.column4, "  # noqa: S608 - names from the model
         "lifetime_earned = v.column5, version = v.column6, updated_at = %s "
         f"FROM (VALUES {', '.join(rows)}) AS v "
         f"WHERE {table}.member_id = v.column1{cast} AND {table}.version = v.column2"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(at), *params])
-        return cursor.rowcount
+    return sql, params
+
+
+def _system_upsert(system: Sequence[tuple[str, int, int]]) -> tuple[str, list[object]]:
+    """Add the changes to their shards; a shard row that is missing (a new shard count, a test's
+    flushed tables) is created. VALUES rows are applied, and locked, in the order given."""
+    table = SystemAccountBalance._meta.db_table
+    sql = (
+        f"INSERT INTO {table} (account, shard, balance) "  # noqa: S608 - names from the model
+        f"VALUES {', '.join(['(%s, %s, %s)'] * len(system))} "
+        f"ON CONFLICT (account, shard) DO UPDATE SET balance = {table}.balance + excluded.balance"
+    )
+    return sql, [value for row in system for value in row]
 
 
 def _lock_one(member_id: UUID, at: datetime) -> tuple[PointsAccount, dict[UUID, int]]:
@@ -383,13 +452,23 @@ def points_award(
     if not reference:
         # Nothing unique can collide: no savepoint needed on the hot path.
         _write([account], versions, posting, at)
-        return entry
-    try:
-        with transaction.atomic():
-            _write([account], versions, posting, at)
-    except IntegrityError as error:
-        _raise_duplicate(error)
+    else:
+        try:
+            with transaction.atomic():
+                _write([account], versions, posting, at)
+        except IntegrityError as error:
+            _raise_duplicate(error)
+    threshold = settings.LOYALTY_TIER_REASSESS_AWARD_THRESHOLD
+    if threshold and points >= threshold:
+        _tier_reassess_after_commit(member.pk, "big_award")
     return entry
+
+
+def _tier_reassess_after_commit(member_id: UUID, trigger: str) -> None:
+    """Qualifying points moved a lot: reassess the member's tier once this commits."""
+    from tiers.tasks import reassess_members_task  # the tier engine reads the ledger
+
+    reassess_members_task.delay_on_commit(member_ids=[str(member_id)], trigger=trigger)
 
 
 @joins_transaction
@@ -470,6 +549,9 @@ def points_reverse(
         if "reverses_id" in str(error) or "reversed" in str(error):
             raise AlreadyReversedError() from error
         raise
+    if entry.kind == EntryKind.EARN:
+        # A refund takes qualifying points back: the tier is recomputed (SPEC §2 "Points").
+        _tier_reassess_after_commit(entry.member_id, "refund")
     return reversal
 
 

@@ -128,6 +128,186 @@ ENDPOINTS = [
     ),
     ("tiers", "get", "/api/v1/tiers/", None, None, "members:read", True, 200),
     (
+        "member tier",
+        "get",
+        "/api/v1/members/{id}/tier/",
+        None,
+        "members.view_member",
+        "members:read",
+        True,
+        200,
+    ),
+    (
+        "member tier history",
+        "get",
+        "/api/v1/members/{id}/tier-history/",
+        None,
+        "members.view_member",
+        "members:read",
+        True,
+        200,
+    ),
+    (
+        "promote member",
+        "post",
+        "/api/v1/members/{id}/promotions/",
+        {"tier": "koc", "reason": "Creator", "pin_days": 30},
+        "tiers.promote_member",
+        None,
+        False,
+        201,
+    ),
+    (
+        "list nominations",
+        "get",
+        "/api/v1/nominations/",
+        None,
+        "tiers.view_nomination",
+        "members:write",
+        False,
+        200,
+    ),
+    (
+        "nominate",
+        "post",
+        "/api/v1/nominations/",
+        {"member": "{id}", "tier": "kol", "evidence": "Ran meetups"},
+        "tiers.add_nomination",
+        "members:write",
+        False,
+        201,
+    ),
+    (
+        "read nomination",
+        "get",
+        "/api/v1/nominations/{nomination}/",
+        None,
+        "tiers.view_nomination",
+        "members:write",
+        False,
+        200,
+    ),
+    (
+        "review nomination",
+        "post",
+        "/api/v1/nominations/{nomination}/review/",
+        {"decision": "reject"},
+        "tiers.change_nomination",
+        None,
+        False,
+        200,
+    ),
+    (
+        "withdraw nomination",
+        "post",
+        "/api/v1/nominations/{nomination}/withdrawal/",
+        {},
+        "tiers.change_nomination",
+        "members:write",
+        False,
+        200,
+    ),
+    (
+        "list rule sets",
+        "get",
+        "/api/v1/tier-rule-sets/",
+        None,
+        "tiers.view_ruleset",
+        None,
+        False,
+        200,
+    ),
+    (
+        "draft rule set",
+        "post",
+        "/api/v1/tier-rule-sets/",
+        {"name": "Next"},
+        "tiers.add_ruleset",
+        None,
+        False,
+        201,
+    ),
+    (
+        "read rule set",
+        "get",
+        "/api/v1/tier-rule-sets/{draft}/",
+        None,
+        "tiers.view_ruleset",
+        None,
+        False,
+        200,
+    ),
+    (
+        "edit draft rule set",
+        "patch",
+        "/api/v1/tier-rule-sets/{draft}/",
+        {"name": "Renamed"},
+        "tiers.change_ruleset",
+        None,
+        False,
+        200,
+    ),
+    (
+        "delete draft rule set",
+        "delete",
+        "/api/v1/tier-rule-sets/{draft}/",
+        None,
+        "tiers.delete_ruleset",
+        None,
+        False,
+        204,
+    ),
+    (
+        "publish rule set",
+        "post",
+        "/api/v1/tier-rule-sets/{draft}/publication/",
+        {},
+        "tiers.publish_ruleset",
+        None,
+        False,
+        200,
+    ),
+    (
+        "simulate rule set",
+        "post",
+        "/api/v1/tier-simulations/",
+        {"rule_set": "{draft}"},
+        "tiers.view_ruleset",
+        None,
+        False,
+        200,
+    ),
+    (
+        "list reassessments",
+        "get",
+        "/api/v1/tier-reassessments/",
+        None,
+        "tiers.view_tierchange",
+        None,
+        False,
+        200,
+    ),
+    (
+        "read reassessment",
+        "get",
+        "/api/v1/tier-reassessments/{job}/",
+        None,
+        "tiers.view_tierchange",
+        None,
+        False,
+        200,
+    ),
+    (
+        "start reassessment",
+        "post",
+        "/api/v1/tier-reassessments/",
+        {},
+        "tiers.run_reassessment",
+        None,
+        False,
+        202,
+    ),
+    (
         "points balance",
         "get",
         "/api/v1/members/{id}/points/",
@@ -190,15 +370,43 @@ def _call(client: APIClient, method: str, path: str, body: dict | None):
 def setup(member, other_member, make_partner, make_operator_client):
     from django.utils import timezone
 
-    from core.actors import system_actor
+    from core.actors import Actor, ActorKind, system_actor
     from rewards.services.ledger import points_award
+    from tiers.services.promotions import nomination_create
+    from tiers.services.reassessment import reassessment_run_inline, reassessment_start
+    from tiers.services.rules import rule_set_draft_create
 
+    now = timezone.now()
     # A balance, so a permitted deduction succeeds.
-    points_award(
-        member=member, points=10, reason="manual", actor=system_actor("t"), at=timezone.now()
-    )
+    points_award(member=member, points=10, reason="manual", actor=system_actor("t"), at=now)
     shop, _ = make_partner("Shop", scopes=[])
-    return {"member": member, "other": other_member, "shop": shop}
+    # The shop's own nomination (a partner sees only its own), a draft rule version and a
+    # finished reassessment (so a new one may start).
+    nomination = nomination_create(
+        member=other_member,
+        tier="kol",
+        evidence="Ran meetups",
+        evidence_urls=[],
+        actor=Actor(kind=ActorKind.PARTNER, partner_id=shop.pk),
+        at=now,
+    )
+    draft = rule_set_draft_create(actor=system_actor("t"), at=now)
+    job, _ = reassessment_start(actor=system_actor("t"), at=now)
+    reassessment_run_inline(job_id=job.pk, at=now)
+    return {
+        "member": member,
+        "other": other_member,
+        "shop": shop,
+        "ids": {"id": member.pk, "nomination": nomination.pk, "draft": draft.pk, "job": job.pk},
+    }
+
+
+def _fill(body: dict | None, ids: dict) -> dict | None:
+    if body is None:
+        return None
+    return {
+        key: value.format(**ids) if isinstance(value, str) else value for key, value in body.items()
+    }
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[endpoint[0] for endpoint in ENDPOINTS])
@@ -217,7 +425,8 @@ def setup(member, other_member, make_partner, make_operator_client):
 def test_access(setup, make_operator_client, role, endpoint):
     label, method, template, body, permission, scope, member_may, ok = endpoint
     member, other = setup["member"], setup["other"]
-    path = template.format(id=member.pk)
+    path = template.format(**setup["ids"])
+    body = _fill(body, setup["ids"])
     client: APIClient
     expected: int
     if role == "anonymous":
@@ -274,7 +483,7 @@ def _partner_client(partner) -> APIClient:
 def test_member_cannot_read_another_members_id_even_when_it_exists(member, other_member):
     client = _member_client(member)
 
-    for path in ("", "identities/", "tags/", "tags/shop/"):
+    for path in ("", "identities/", "tags/", "tags/shop/", "tier/", "tier-history/"):
         response = client.get(f"/api/v1/members/{other_member.pk}/{path}")
         assert response.status_code == 404, path
 
@@ -300,5 +509,6 @@ def test_member_edits_own_display_name_and_recognition(member):
 
 
 def test_partner_and_operator_have_no_me(partner_client, operator_client):
-    assert partner_client.get("/api/v1/me/").status_code == 403
-    assert operator_client.get("/api/v1/me/").status_code == 403
+    for path in ("/api/v1/me/", "/api/v1/me/tier/"):
+        assert partner_client.get(path).status_code == 403
+        assert operator_client.get(path).status_code == 403

@@ -20,14 +20,16 @@ from rewards.models import (
     PointsAccount,
     PointsEntry,
     Reason,
+    SystemAccountBalance,
 )
 from rewards.selectors import ledger_violations
 from rewards.services.earning import checkin_create
-from rewards.services.ledger import points_award, points_deduct
+from rewards.services.ledger import points_award, points_deduct, system_account_shard
 
 MEMBERS = "/admin/members/member/"
 ENTRIES = "/admin/rewards/pointsentry/"
 RULES = "/admin/rewards/earningrule/"
+SYSTEM_ACCOUNTS = "/admin/rewards/systemaccountbalance/"
 SYSTEM = system_actor("tests")
 SET_UP_AT = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Asia/Shanghai
 ACTION_AT = datetime(2026, 3, 11, 5, 30, tzinfo=UTC)
@@ -120,10 +122,26 @@ def ledger(make_member):
             id="entries: a deduction",
         ),
         pytest.param(
+            "pointsentry",
+            {"q": "ext-ann", "counter_account__exact": "adjustment"},
+            lambda ledger: [ledger["ann_deduction"].pk],
+            id="entries by counter account",
+        ),
+        pytest.param(
             "pointsaccount",
             {"q": "ext-bob"},
             lambda ledger: [ledger["bob"].pk],
             id="accounts by member",
+        ),
+        pytest.param(
+            "systemaccountbalance",
+            {"account__exact": "adjustment", "balance__gt": "0"},
+            lambda ledger: [
+                SystemAccountBalance.objects.get(
+                    account="adjustment", shard=system_account_shard(ledger["ann"].pk)
+                ).pk
+            ],
+            id="system account shards by account",
         ),
         pytest.param(
             "pointslot",
@@ -167,7 +185,15 @@ def test_ledger_changelists_filter_and_search(admin_client, ledger, path, params
 
 @pytest.mark.parametrize(
     "path",
-    ["pointsentry", "pointsaccount", "pointslot", "lotconsumption", "checkin", "dailyearning"],
+    [
+        "pointsentry",
+        "pointsaccount",
+        "systemaccountbalance",
+        "pointslot",
+        "lotconsumption",
+        "checkin",
+        "dailyearning",
+    ],
 )
 def test_ledger_changelists_offer_no_add_and_no_actions(admin_client, ledger, path):
     response = admin_client.get(f"/admin/rewards/{path}/")
@@ -182,6 +208,15 @@ def test_ledger_changelists_offer_no_add_and_no_actions(admin_client, ledger, pa
     [
         ("pointsentry", lambda ledger: ledger["ann_earn"].pk),
         ("pointsaccount", lambda ledger: ledger["ann"].pk),
+        (
+            "systemaccountbalance",
+            lambda ledger: (
+                SystemAccountBalance.objects.filter(account="issuance")
+                .exclude(balance=0)
+                .first()
+                .pk
+            ),
+        ),
         ("pointslot", lambda ledger: ledger["ann_earn"].pk),
         ("lotconsumption", lambda ledger: LotConsumption.objects.get().pk),
         ("checkin", lambda ledger: ledger["check_in"].pk),
@@ -194,6 +229,22 @@ def test_ledger_change_pages_are_view_only(admin_client, ledger, path, pk_of):
     assert response.status_code == 200
     assert response.context["has_change_permission"] is False
     assert response.context["has_delete_permission"] is False
+
+
+def test_system_accounts_changelist_sums_each_account_over_its_shards(admin_client, ledger):
+    response = admin_client.get(SYSTEM_ACCOUNTS)
+
+    assert response.status_code == 200
+    # Ann +100 -30 +5 (check-in), Bob +50: 155 issued, 30 adjusted back.
+    assert response.context["system_accounts"] == [
+        ("Issuance", -155),
+        ("Redemption", 0),
+        ("Expiry", 0),
+        ("Adjustment", 30),
+    ]
+    assert response.context["system_total"] == -125
+    assert b'id="system-account-totals"' in response.content
+    assert ledger_violations() == []
 
 
 def test_an_entry_cannot_be_added_changed_or_deleted(admin_client, ledger):

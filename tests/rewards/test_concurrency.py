@@ -1,21 +1,26 @@
 """Races on PostgreSQL: many threads released together by a barrier, each on its own connection.
-Every test ends with the ledger audit."""
+Every test ends with the ledger audit, conservation against the system accounts (I5) included."""
 
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from core.actors import system_actor
 from core.api.tokens import member_token_pair, operator_token_pair
 from rewards.models import CheckIn, PointsAccount, PointsEntry
-from rewards.selectors import ledger_violations
+from rewards.selectors import ledger_violations, system_account_balances
 from rewards.services.jobs import points_expire
-from rewards.services.ledger import points_award
+from rewards.services.ledger import (
+    AwardSpec,
+    points_award,
+    points_award_batch,
+    system_account_shard,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -55,6 +60,10 @@ def _race(count: int, work: Callable[[int], Any], threads: int = 24) -> list[Any
     return results
 
 
+def _system(**nonzero: int) -> dict[str, int]:
+    return {"issuance": 0, "redemption": 0, "expiry": 0, "adjustment": 0, **nonzero}
+
+
 def _client(token: str) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
@@ -80,6 +89,7 @@ def test_200_concurrent_deductions_of_1_on_a_balance_of_100(superuser, member):
     )
     assert PointsAccount.objects.get(pk=member.pk).available == 0
     assert sum(PointsEntry.objects.filter(member=member).values_list("points", flat=True)) == 0
+    assert system_account_balances() == _system(issuance=-100, adjustment=100)
     assert ledger_violations() == []
 
 
@@ -142,6 +152,7 @@ def test_expiry_run_twice_at_once_expires_each_lot_once(make_member):
     assert sum(counts) == 30
     assert PointsEntry.objects.filter(kind="expire").count() == 30
     assert set(PointsAccount.objects.values_list("available", flat=True)) == {5}
+    assert system_account_balances() == _system(issuance=-450, expiry=300)
     assert ledger_violations() == []
 
 
@@ -160,4 +171,41 @@ def test_award_batches_over_the_same_members_in_different_orders_do_not_deadlock
 
     assert {response.status_code for response in responses} == {200}
     assert set(PointsAccount.objects.values_list("available", flat=True)) == {16}
+    assert system_account_balances() == _system(issuance=-480)
+    assert ledger_violations() == []
+
+
+def test_awards_and_batches_sharing_system_shards_neither_deadlock_nor_lose_a_point(
+    make_member, settings
+):
+    # Two shards: nearly every posting meets others on its issuance row.
+    settings.LOYALTY_SYSTEM_ACCOUNT_SHARDS = 2
+    singles = [make_member(f"single-{n}") for n in range(24)]
+    batched = [make_member(f"batched-{n}") for n in range(24)]
+    assert {system_account_shard(member.pk) for member in singles + batched} == {0, 1}
+
+    def work(n: int) -> Any:
+        if n < 8:
+            # Batches lock their accounts in key order, then both shards in shard order.
+            order = batched if n % 2 else list(reversed(batched))
+            with transaction.atomic():
+                return points_award_batch(
+                    items=[AwardSpec(member_id=m.pk, points=1, reason="manual") for m in order],
+                    actor=ACTOR,
+                    at=timezone.now(),
+                )
+        return points_award(
+            member=singles[n % 24], points=3, reason="manual", actor=ACTOR, at=timezone.now()
+        )
+
+    results = _race(8 + 3 * 24, work)
+
+    assert [r for r in results if isinstance(r, Exception)] == []
+    assert set(
+        PointsAccount.objects.filter(member__in=singles).values_list("available", flat=True)
+    ) == {9}
+    assert set(
+        PointsAccount.objects.filter(member__in=batched).values_list("available", flat=True)
+    ) == {8}
+    assert system_account_balances() == _system(issuance=-(24 * 9 + 24 * 8))
     assert ledger_violations() == []

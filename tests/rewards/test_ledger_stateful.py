@@ -1,7 +1,8 @@
 """Hypothesis stateful test: random award / pending award / spend / reverse / clock-advance
 sequences against a plain-Python model of lots (FIFO by expiry, pending holds, debt).
 
-After every step the service's account equals the model and the SQL audit finds nothing."""
+After every step the service's account and the system accounts equal the model, and the SQL
+audit (conservation included) finds nothing."""
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from core.actors import system_actor
 from members.services import member_create
 from rewards.models import PointsAccount
-from rewards.selectors import ledger_violations
+from rewards.selectors import ledger_violations, system_account_balances
 from rewards.services.jobs import points_expire, points_release_pending
 from rewards.services.ledger import (
     BalanceInDebtError,
@@ -47,6 +48,10 @@ class Model:
     lifetime: int = 0
     lots: list[ModelLot] = field(default_factory=list)
     reversed: set[int] = field(default_factory=set)
+    # The system side: what each counter account gave out (negative) or took back.
+    system: dict[str, int] = field(
+        default_factory=lambda: {"issuance": 0, "redemption": 0, "expiry": 0, "adjustment": 0}
+    )
 
     def open_lots(self) -> list[ModelLot]:
         return sorted(
@@ -102,6 +107,7 @@ class LedgerMachine(RuleBasedStateMachine):
             pending_until=pending_until,
         )
         self.model.lifetime += points
+        self.model.system["issuance"] -= points
         self._credit(entry.pk, points, expires_at, pending_until)
 
     @rule(points=st.integers(1, 80))
@@ -121,6 +127,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 member=self.member, points=points, reason="manual", actor=ACTOR, at=self.now
             )
             self.model.available -= points
+            self.model.system["adjustment"] += points
             assert self.model.consume(points) == points
 
     @precondition(
@@ -140,6 +147,7 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         points_reverse(entry=entry, actor=ACTOR, at=self.now)
         self.model.reversed.add(lot.entry_id)
+        self.model.system["issuance"] += amount
         if lot.pending_until is not None:
             self.model.pending -= lot.remaining
             lot.remaining = 0
@@ -169,6 +177,7 @@ class LedgerMachine(RuleBasedStateMachine):
         for lot in self.model.lots:
             if lot.pending_until is None and lot.remaining > 0 and lot.expires_at <= self.now:
                 self.model.available -= lot.remaining
+                self.model.system["expiry"] += lot.remaining
                 lot.expired += lot.remaining
                 lot.remaining = 0
 
@@ -182,6 +191,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.model.pending,
             self.model.lifetime,
         )
+        assert system_account_balances() == self.model.system
         assert ledger_violations() == []
 
 

@@ -8,7 +8,10 @@ from rewards.selectors import ledger_violations
 
 
 class Command(BaseCommand):
-    help = "Audit the points ledger (balance = entries, chains, lots, debt, reversals, lifetime)."
+    help = (
+        "Audit the points ledger (balance = entries, chains, lots, debt, conservation against "
+        "the system accounts, reversals, lifetime)."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         violations = ledger_violations()
