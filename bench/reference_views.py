@@ -23,7 +23,15 @@ from rest_framework.views import APIView
 
 from core.api.authentication import actor_for_user
 from core.models import Scope
-from rewards.models import EntryKind, PointsAccount, PointsEntry, Reason
+from rewards.models import (
+    EntryKind,
+    PointsAccount,
+    PointsEntry,
+    Reason,
+    SystemAccount,
+    SystemAccountBalance,
+)
+from rewards.services.ledger import system_account_shard
 
 
 class ReferenceAwardView(APIView):
@@ -60,8 +68,13 @@ class ReferenceAwardView(APIView):
                 balance_after=balance_after,
                 reason=Reason.PARTNER if actor.is_partner else Reason.MANUAL,
                 actor=actor.label,
+                counter_account=SystemAccount.ISSUANCE,
                 created_at=at,
             )
+            # The double-entry side (ledger invariant I5): the issuance account gives the points.
+            SystemAccountBalance.objects.filter(
+                account=SystemAccount.ISSUANCE, shard=system_account_shard(member_id)
+            ).update(balance=F("balance") - points)
         return Response(
             {"id": entry.pk, "balance_after": balance_after}, status=status.HTTP_201_CREATED
         )

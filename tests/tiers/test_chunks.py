@@ -201,13 +201,6 @@ def test_a_done_chunk_reopened_by_hand_writes_no_second_history_row_or_event(
     assert state.outbox == reference.outbox
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decisions_apply writes the member again although its (job, member) history row "
-    "exists: the second demotion has no history row (I13). Unreachable while the done mark "
-    "commits with the chunk; remove this mark when decisions_apply skips members with a history "
-    "row in the job.",
-)
 @pytest.mark.django_db
 def test_a_done_chunk_reopened_by_hand_leaves_every_member_as_its_history_says(
     reference: PopulationState,

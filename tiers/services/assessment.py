@@ -254,7 +254,7 @@ def decisions_apply(
     require_transaction()
     counts = AssessmentCounts()
     changes = [item for item in assessed if item.decision.changes(item.before)]
-    written = _states_write(changes, at) if changes else set()
+    written = _states_write(changes, at, job_id) if changes else set()
     history: list[TierChange] = []
     events: list[DomainEvent] = []
     confirmed: list[UUID] = []
@@ -297,7 +297,7 @@ def decisions_apply(
     return counts
 
 
-def _states_write(changes: Sequence[Assessed], at: datetime) -> set[UUID]:
+def _states_write(changes: Sequence[Assessed], at: datetime, job_id: UUID | None) -> set[UUID]:
     """One ``UPDATE ... FROM (VALUES ...) RETURNING`` for all changed members, each guarded by the
     ``tier_version`` read with it. Returns the ids actually written."""
     postgres = connection.vendor == "postgresql"
@@ -325,6 +325,16 @@ def _states_write(changes: Sequence[Assessed], at: datetime) -> set[UUID]:
             ]
         )
     table = _member_table()
+    # A member this job has decided already is never decided again by it, even if a chunk ran
+    # twice: its second decision would start from the first one's result.
+    guard, guard_params = "", []
+    if job_id is not None:
+        history = connection.ops.quote_name(TierChange._meta.db_table)
+        guard = (
+            f" AND NOT EXISTS (SELECT 1 FROM {history} h "  # noqa: S608 - model table names
+            f"WHERE h.job_id = %s AND h.member_id = {table}.id)"
+        )
+        guard_params = [TierChange._meta.get_field("job").get_db_prep_value(job_id, connection)]
     sql = (
         f"UPDATE {table} SET tier_code = v.column3, "  # noqa: S608 - names from the model
         f"tier_since = CASE WHEN v.column4 THEN %s ELSE {table}.tier_since END, "
@@ -332,12 +342,12 @@ def _states_write(changes: Sequence[Assessed], at: datetime) -> set[UUID]:
         f"tier_probation_until = v.column8, tier_version = {table}.tier_version + 1, "
         "updated_at = %s "
         f"FROM (VALUES {', '.join([row] * len(changes))}) AS v "
-        f"WHERE {table}.id = v.column1 AND {table}.tier_version = v.column2 "
+        f"WHERE {table}.id = v.column1 AND {table}.tier_version = v.column2{guard} "
         f"RETURNING {table}.id"
     )
     stamp = ops.adapt_datetimefield_value(at)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [stamp, stamp, *params])
+        cursor.execute(sql, [stamp, stamp, *params, *guard_params])
         return {pk_field.to_python(value) for (value,) in cursor.fetchall()}
 
 

@@ -186,12 +186,16 @@ class ChunkOutcome:
 def reassessment_chunk_run(*, job_id: UUID, index: int, at: datetime) -> ChunkOutcome:
     """Run one chunk of a job; a no-op when it is done already."""
     claimed = JobChunk.objects.filter(job_id=job_id, index=index).exclude(status=JobStatus.DONE)
-    # Visible progress ("running") in its own short transaction, before the work.
-    if not claimed.update(status=JobStatus.RUNNING, started_at=at, attempts=F("attempts") + 1):
+    lease_ms = settings.LOYALTY_TIER_CHUNK_LEASE_SECONDS * 1000
+    # Visible progress ("running") in its own short transaction, before the work. A duplicate
+    # delivery waits here while the first holds the chunk, bounded by the lease.
+    with transaction.atomic(), lock_timeout(lease_ms):
+        marked = claimed.update(status=JobStatus.RUNNING, started_at=at, attempts=F("attempts") + 1)
+    if not marked:
         if not JobChunk.objects.filter(job_id=job_id, index=index).exists():
             raise NotFoundError("No such reassessment chunk.")
         return ChunkOutcome(index=index, ran=False)
-    with durable_atomic(), lock_timeout(settings.LOYALTY_TIER_CHUNK_LEASE_SECONDS * 1000):
+    with durable_atomic(), lock_timeout(lease_ms):
         # Chunk lock: a duplicate delivery waits here, then finds the chunk done.
         chunk = (
             JobChunk.objects.select_for_update()
