@@ -26,6 +26,7 @@ SCHEDULES: tuple[Schedule, ...] = (
     Schedule("Warn of expiring points", "rewards.points_expiring_notify", "0", "1"),  # 09:00 CST
     Schedule("Audit the points ledger", "rewards.ledger_audit", "40", "17"),
     Schedule("Dispatch webhooks", "core.webhooks_dispatch", "*", "*"),
+    Schedule("Expire certifications", "rewards.certifications_expire", "15", "18"),  # 02:15 CST
     Schedule("Reassess tiers", "tiers.reassess_population", "30", "18"),  # 02:30 CST
     Schedule("Resume stalled tier reassessments", "tiers.reassessment_watchdog", "*/5", "*"),
 )

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from loyalty.celery import app
 from rewards.selectors import ledger_violations
+from rewards.services.certifications import certifications_expire
 from rewards.services.jobs import points_expire, points_expiring_notify, points_release_pending
 
 logger = logging.getLogger(__name__)
@@ -33,3 +34,8 @@ def ledger_audit_task() -> int:
         # An alert for the operators' log pipeline: none may ever appear.
         logger.error("Ledger audit found %d violations: %s", len(violations), violations[:20])
     return len(violations)
+
+
+@app.task(name="rewards.certifications_expire", queue="bulk")
+def certifications_expire_task() -> int:
+    return certifications_expire(at=timezone.now())

@@ -146,7 +146,7 @@ class TierRequirement(models.Model):
     certification = models.SlugField(max_length=64, blank=True)
 
     class Meta:
-        ordering = ("rule_set", "tier__rank", "purpose", "metric", "window_days")
+        ordering = ("rule_set", "tier__rank", "purpose", "metric", "window_days", "certification")
         constraints = (
             models.UniqueConstraint(
                 fields=("rule_set", "tier", "purpose", "metric", "window_days", "certification"),

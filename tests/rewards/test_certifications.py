@@ -5,6 +5,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from core.actors import Actor, ActorKind
@@ -120,4 +121,15 @@ def test_expiry_is_announced_once(make_member, grant) -> None:
     assert certifications_expire(at=now) == 0
     assert certifications_expire(at=now + timedelta(days=2)) == 1
     assert certifications_expire(at=now + timedelta(days=3)) == 1
+    assert OutboxEvent.objects.filter(event_type="certification.expired").count() == 1
+
+
+def test_the_expiry_command_announces_and_reassesses(make_member, grant, capsys) -> None:
+    from django.core.management import call_command
+
+    member = make_member()
+    grant(member, "onboarding", expires_at=timezone.now() + timedelta(seconds=1))
+    with time_machine.travel(timezone.now() + timedelta(days=1)):
+        call_command("expire_certifications")
+    assert "1 expired certifications announced." in capsys.readouterr().out
     assert OutboxEvent.objects.filter(event_type="certification.expired").count() == 1
