@@ -15,7 +15,7 @@ help:
 	@echo "make fmt     format and auto-fix"
 	@echo "make worker  a Celery worker (needs CELERY_BROKER_URL)"
 	@echo "make beat    the Celery beat scheduler (schedules editable in the admin)"
-	@echo "make bench-quick / bench / bench-events   benchmarks on PostgreSQL (bench/README.md)"
+	@echo "make bench-quick / bench / bench-events / bench-tiers   benchmarks on PostgreSQL (bench/README.md)"
 
 $(PY): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -66,7 +66,7 @@ BENCH_DB_NAME ?= loyalty_bench
 BENCH_DATABASE_URL ?= postgres://$(BENCH_DB_USER)@$(BENCH_DB_HOST):$(BENCH_DB_PORT)/$(BENCH_DB_NAME)
 BENCH_ARGS ?=
 
-.PHONY: bench bench-quick bench-db bench-events
+.PHONY: bench bench-quick bench-db bench-events bench-tiers
 
 bench-db:
 	@out=$$(createdb -h $(BENCH_DB_HOST) -p $(BENCH_DB_PORT) -U $(BENCH_DB_USER) $(BENCH_DB_NAME) 2>&1) \
@@ -86,3 +86,10 @@ bench-events: $(PY)
 		|| case "$$out" in *"already exists"*) ;; *) echo "$$out" >&2; exit 1 ;; esac
 	DJANGO_SETTINGS_MODULE=bench.settings DATABASE_URL=$(BENCH_DATABASE_URL)_events \
 		$(PY) -m bench.event_ingestion $(BENCH_ARGS)
+
+# Population tier reassessment (100,000 and 1,000,000 members) against hand-written SQL.
+bench-tiers: $(PY)
+	@out=$$(createdb -h $(BENCH_DB_HOST) -p $(BENCH_DB_PORT) -U $(BENCH_DB_USER) $(BENCH_DB_NAME)_tiers 2>&1) \
+		|| case "$$out" in *"already exists"*) ;; *) echo "$$out" >&2; exit 1 ;; esac
+	DJANGO_SETTINGS_MODULE=bench.settings DATABASE_URL=$(BENCH_DATABASE_URL)_tiers \
+		$(PY) -m bench.reassessment $(BENCH_ARGS)

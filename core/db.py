@@ -7,6 +7,7 @@ from typing import ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
+from django.db.models import AutoField, BigAutoField, Model
 
 from core.exceptions import BusyError
 
@@ -75,3 +76,42 @@ def joins_transaction(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
 
     return wrapper
+
+
+def rows_insert(objs: Sequence[Model], *, ignore_conflicts: bool = False) -> None:
+    """Insert model instances without Django's PostgreSQL ``UNNEST`` bulk insert.
+
+    For append-only rows written in bulk by jobs (history, outbox). ``bulk_create`` sends each
+    column as one array, and escaping JSON and text into array literals cost most of a
+    reassessment chunk's time. On PostgreSQL this sends one parameterised row statement through
+    psycopg's pipelined ``executemany``; elsewhere multi-row ``VALUES``. Auto primary keys are
+    left to the database and not read back.
+    """
+    if not objs:
+        return
+    model = type(objs[0])
+    fields = [
+        field
+        for field in model._meta.concrete_fields
+        if not (field.primary_key and isinstance(field, AutoField | BigAutoField))
+    ]
+    ops = connection.ops
+    table = ops.quote_name(model._meta.db_table)
+    columns = ", ".join(ops.quote_name(field.column) for field in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    suffix = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    rows = [
+        [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+        for obj in objs
+    ]
+    with connection.cursor() as cursor:
+        if is_postgres():
+            # psycopg pipelines executemany: one parsed statement, rows streamed.
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {row}{suffix}", rows)  # noqa: S608 - names from the model
+            return
+        # Well under SQLite's limit on parameters per statement.
+        for batch in chunked(rows, max(1, 30_000 // len(fields))):
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(batch))}{suffix}",  # noqa: S608 - names from the model
+                [value for values in batch for value in values],
+            )

@@ -7,7 +7,7 @@ from typing import Any
 
 import uuid6
 
-from core.db import require_transaction
+from core.db import require_transaction, rows_insert
 from core.models import OutboxEvent
 
 
@@ -37,7 +37,7 @@ def domain_events_record(*, events: Iterable[DomainEvent], at: datetime) -> int:
         for event in events
     ]
     if rows:
-        OutboxEvent.objects.bulk_create(rows, ignore_conflicts=True)
+        rows_insert(rows, ignore_conflicts=True)
     return len(rows)
 
 

@@ -28,6 +28,8 @@ SCHEDULES: tuple[Schedule, ...] = (
     Schedule("Dispatch webhooks", "core.webhooks_dispatch", "*", "*"),
     Schedule("Expire certifications", "rewards.certifications_expire", "15", "18"),  # 02:15 CST
     Schedule("Reassess tiers", "tiers.reassess_population", "30", "18"),  # 02:30 CST
+    # After the reassessment, so titles of tiers reached overnight are awarded the same night.
+    Schedule("Award automatic badges", "rewards.badges_award_catch_up", "15", "19"),  # 03:15 CST
     Schedule("Resume stalled tier reassessments", "tiers.reassessment_watchdog", "*/5", "*"),
 )
 

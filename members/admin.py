@@ -65,7 +65,9 @@ from members.services import (
     member_user_link,
     tags_sync,
 )
-from rewards.models import PointsEntry, Reason
+from rewards.models import Badge, Certification, PointsEntry, Reason
+from rewards.services.certifications import certification_grant
+from rewards.services.honors import badge_award
 from rewards.services.ledger import points_award, points_deduct
 from tiers.models import Tier
 from tiers.selectors import tier_history_list
@@ -1059,3 +1061,162 @@ class MemberDailyActivityAdmin(ReadOnlyModelAdmin):
     list_select_related = ("member",)
     # Unique per (member, day), served backwards by the (business_date, member) index.
     ordering = ("-business_date", "-member")
+
+
+# --- Honors and capability actions on members ----------------------------------------------------
+# Appended to MemberAdmin below (kept together here: they call the rewards services).
+
+# Each award or grant is its own transaction; a bounded selection keeps the request short.
+MAX_HONOR_ACTION_MEMBERS = 500
+
+
+class BadgeAwardForm(forms.Form):
+    """The page of the "Award a badge" action."""
+
+    badge = forms.ModelChoiceField(
+        queryset=Badge.objects.filter(is_active=True).order_by("-level", "code"),
+        empty_label=None,
+    )
+    reason = forms.CharField(
+        max_length=500,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Kept on each award.",
+    )
+
+
+class CertificationGrantForm(forms.Form):
+    """The page of the "Grant a certification" action."""
+
+    certification = forms.ModelChoiceField(
+        queryset=Certification.objects.filter(is_active=True).order_by("level", "code"),
+        empty_label=None,
+    )
+    evidence = forms.CharField(
+        max_length=1000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="What shows the member earned it (kept on each grant).",
+    )
+
+
+def _honor_action(
+    modeladmin: MemberAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[Member],
+    *,
+    action: str,
+    title: str,
+    intro: str,
+    form_class: type[forms.Form],
+    apply: Callable[[Member, dict[str, Any], Actor, Any], str],
+) -> TemplateResponse | None:
+    """Ask for the form; on ``apply``, call ``apply`` for each selected member (not erased), each
+    in its own transaction, and report what each did."""
+    members = list(queryset.order_by("external_id")[: MAX_HONOR_ACTION_MEMBERS + 1])
+    if len(members) > MAX_HONOR_ACTION_MEMBERS:
+        modeladmin.message_user(
+            request,
+            f"Select at most {MAX_HONOR_ACTION_MEMBERS} members; nothing was done.",
+            messages.ERROR,
+        )
+        return None
+    active = [member for member in members if not member.is_erased]
+    if not active:
+        modeladmin.message_user(request, "The selected members are erased.", messages.INFO)
+        return None
+    form = form_class(request.POST if "apply" in request.POST else None)
+    if not form.is_valid():
+        skipped = len(members) - len(active)
+        context = {
+            **modeladmin.admin_site.each_context(request),
+            "title": title,
+            "intro": intro + (f" {skipped} erased member(s) will be skipped." if skipped else ""),
+            "opts": modeladmin.opts,
+            "objects": members,
+            "form": form,
+            "media": modeladmin.media + form.media,
+            "action": action,
+            "submit_label": title,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/tiers/action_form.html", context)
+    actor, at = operator_actor(request), timezone.now()
+    outcomes: dict[str, int] = {}
+    for member in active:
+        try:
+            with durable_atomic():
+                outcome = apply(member, form.cleaned_data, actor, at)
+        except DomainError as error:
+            modeladmin.message_user(
+                request, f"{member.external_id}: {error.detail}", messages.ERROR
+            )
+        else:
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    if outcomes:
+        summary = "; ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
+        modeladmin.message_user(request, f"{title}: {summary}.", messages.SUCCESS)
+    return None
+
+
+@admin.action(description="Award a badge to selected members...", permissions=["award_badge"])
+def award_badge(
+    modeladmin: MemberAdmin, request: HttpRequest, queryset: QuerySet[Member]
+) -> TemplateResponse | None:
+    def apply(member: Member, data: dict[str, Any], actor: Actor, at: Any) -> str:
+        result = badge_award(
+            member=member, code=data["badge"].code, reason=data["reason"], actor=actor, at=at
+        )
+        return "awarded" if result.created else "already held"
+
+    return _honor_action(
+        modeladmin,
+        request,
+        queryset,
+        action="award_badge",
+        title="Award a badge",
+        intro="Each of these members gets the badge with your reason; a member who holds it "
+        "already keeps the award they have.",
+        form_class=BadgeAwardForm,
+        apply=apply,
+    )
+
+
+@admin.action(
+    description="Grant a certification to selected members...",
+    permissions=["grant_certification"],
+)
+def grant_certification(
+    modeladmin: MemberAdmin, request: HttpRequest, queryset: QuerySet[Member]
+) -> TemplateResponse | None:
+    def apply(member: Member, data: dict[str, Any], actor: Actor, at: Any) -> str:
+        result = certification_grant(
+            member=member,
+            code=data["certification"].code,
+            evidence=data["evidence"],
+            actor=actor,
+            at=at,
+        )
+        return "re-certified" if result.renewed else "certified"
+
+    return _honor_action(
+        modeladmin,
+        request,
+        queryset,
+        action="grant_certification",
+        title="Grant a certification",
+        intro="Each of these members is certified (prerequisites must be held; a member who "
+        "lacks one is reported) and their tier is reassessed. Granting a held certification "
+        "again extends it.",
+        form_class=CertificationGrantForm,
+        apply=apply,
+    )
+
+
+MemberAdmin.actions = (*MemberAdmin.actions, award_badge, grant_certification)
+MemberAdmin.has_award_badge_permission = (  # type: ignore[attr-defined]
+    lambda self, request: request.user.has_perm("rewards.award_badge")
+)
+MemberAdmin.has_grant_certification_permission = (  # type: ignore[attr-defined]
+    lambda self, request: request.user.has_perm("rewards.grant_certification")
+)

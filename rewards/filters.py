@@ -2,7 +2,7 @@
 
 import django_filters
 
-from rewards.models import EntryKind, PointsEntry, Reason
+from rewards.models import EntryKind, PointsEntry, Reason, Redemption, RedemptionStatus
 
 
 class PointsEntryFilter(django_filters.FilterSet):
@@ -13,4 +13,14 @@ class PointsEntryFilter(django_filters.FilterSet):
 
     class Meta:
         model = PointsEntry
+        fields = ()
+
+
+class RedemptionFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=RedemptionStatus.choices)
+    member = django_filters.UUIDFilter(field_name="member_id")
+    reward = django_filters.NumberFilter(field_name="reward_id")
+
+    class Meta:
+        model = Redemption
         fields = ()

@@ -1,27 +1,38 @@
 """Reads of the points ledger: balances, entries, and the ledger audit."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from django.db import connection
-from django.db.models import Case, CharField, QuerySet, Sum, Value, When
+from django.db.models import Case, CharField, Count, Q, QuerySet, Subquery, Sum, Value, When
 
 from core.actors import Actor
 from core.exceptions import NotFoundError
 from members.models import Member
+from rewards.catalog_rules import RedeemerState, RewardTerms, redeem_blockers
 from rewards.models import (
+    Badge,
+    Benefit,
+    BenefitKind,
     Certification,
     CertificationGrant,
     EntryKind,
+    MemberBadge,
     PointsAccount,
     PointsEntry,
     PointsLot,
+    Redemption,
+    RedemptionStatus,
+    Reward,
     SystemAccount,
     SystemAccountBalance,
 )
+from tiers.models import Tier
 from tiers.selectors import rules_in_force
+from tiers.services.assessment import TierStanding, member_tier_standing
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +200,34 @@ _AUDIT_QUERIES: dict[str, str] = {
         LEFT JOIN (SELECT member_id, SUM(points) AS earned FROM rewards_pointsentry
                    WHERE kind = 'earn' GROUP BY member_id) e ON e.member_id = a.member_id
         WHERE a.lifetime_earned <> COALESCE(e.earned, 0)""",
+    # I12a: a reward's redeemed_count (moved with its stock) = its live redemptions.
+    "I12 reward counter = live redemptions": """
+        SELECT r.id, r.redeemed_count, COUNT(d.id) FROM rewards_reward r
+        LEFT JOIN rewards_redemption d ON d.reward_id = r.id AND d.status <> 'cancelled'
+        GROUP BY r.id, r.redeemed_count HAVING r.redeemed_count <> COUNT(d.id)""",
+    # I12b: live redemptions per (member, reward) within the reward's limit.
+    "I12 per-member limit": """
+        SELECT d.reward_id, d.member_id, COUNT(*) FROM rewards_redemption d
+        JOIN rewards_reward r ON r.id = d.reward_id
+        WHERE d.status <> 'cancelled' AND r.per_member_limit IS NOT NULL
+        GROUP BY d.reward_id, d.member_id, r.per_member_limit
+        HAVING COUNT(*) > r.per_member_limit""",
+    # I12c: each redemption has one redeem entry of minus its points, unreversed while live; a
+    # cancelled one exactly the reversal of it as its refund.
+    "I12 redemption entries": """
+        SELECT d.id, d.status FROM rewards_redemption d
+        JOIN rewards_pointsentry e ON e.id = d.redeem_entry_id
+        LEFT JOIN rewards_pointsentry x ON x.id = d.refund_entry_id
+        LEFT JOIN rewards_pointsentry reversal ON reversal.reverses_id = e.id
+        WHERE e.kind <> 'redeem' OR e.points <> -d.points OR e.member_id <> d.member_id
+           OR (d.status = 'cancelled'
+               AND (x.id IS NULL OR x.reverses_id <> e.id OR x.points <> d.points))
+           OR (d.status <> 'cancelled' AND reversal.id IS NOT NULL)""",
+    # I12d: no redemption's points left without its redemption row.
+    "I12 redeem entry has its redemption": """
+        SELECT e.id FROM rewards_pointsentry e
+        LEFT JOIN rewards_redemption d ON d.redeem_entry_id = e.id
+        WHERE e.kind = 'redeem' AND e.reference LIKE 'redemption:%%' AND d.id IS NULL""",
 }
 
 
@@ -294,3 +333,255 @@ def member_certification_get(*, member: Member, code: str, at: datetime) -> Cert
     if grant is None:
         raise NotFoundError("The member has no such certification.")
     return grant
+
+
+# --- Rewards catalog -----------------------------------------------------------------------------
+
+
+def member_benefit_codes(*, member_id: UUID, at: datetime) -> frozenset[str]:
+    """The benefit kind codes (e.g. ``new_product_trial``) the member holds at ``at``: what a
+    reward's ``required_benefit`` is checked against, by the list and the redemption alike (the
+    member's tier rung's benefits, one query)."""
+    return member_benefit_kinds(member_id=member_id)
+
+
+def redeemer_state_get(*, member_id: UUID, at: datetime) -> RedeemerState:
+    """The member's side of every reward's terms: points, tier rank, benefits. Three queries;
+    ``active_redemptions`` is per reward, annotated by the list."""
+    available = (
+        PointsAccount.objects.filter(pk=member_id).values_list("available", flat=True).first()
+    )
+    tier_rank = Member.objects.filter(pk=member_id).values_list("tier__rank", flat=True).first()
+    return RedeemerState(
+        available_points=available or 0,
+        tier_rank=tier_rank or 0,
+        benefits=member_benefit_codes(member_id=member_id, at=at),
+        active_redemptions=0,
+    )
+
+
+def reward_list_for_actor(*, actor: Actor, at: datetime) -> QuerySet[Reward]:
+    """Rewards the actor may see: a member the active ones not yet ended (a reward not open yet
+    is listed, not redeemable), annotated with ``member_active_count`` (their live redemptions of
+    it); operators and partners every reward. One query per page whatever its size."""
+    rewards = Reward.objects.select_related("min_tier")
+    if not actor.is_member:
+        return rewards
+    return rewards.filter(
+        Q(available_until__isnull=True) | Q(available_until__gt=at), is_active=True
+    ).annotate(
+        member_active_count=Count(
+            "redemptions",
+            filter=Q(redemptions__member_id=actor.member_id)
+            & ~Q(redemptions__status=RedemptionStatus.CANCELLED),
+        )
+    )
+
+
+def reward_get_for_actor(*, actor: Actor, reward_id: int, at: datetime) -> Reward:
+    """One reward the actor may see (``reward_list_for_actor``).
+
+    :raises NotFoundError: otherwise.
+    """
+    reward = reward_list_for_actor(actor=actor, at=at).filter(pk=reward_id).first()
+    if reward is None:
+        raise NotFoundError("No such reward.")
+    return reward
+
+
+def reward_get(*, reward_id: int) -> Reward:
+    """Any reward, for redeeming: terms that refuse (inactive, ended) answer 409, not 404.
+
+    :raises NotFoundError: when there is no such reward.
+    """
+    reward = Reward.objects.select_related("min_tier").filter(pk=reward_id).first()
+    if reward is None:
+        raise NotFoundError("No such reward.")
+    return reward
+
+
+def reward_blockers_of(*, reward: Reward, redeemer: RedeemerState, at: datetime) -> list[str]:
+    """Why the member cannot redeem the reward (empty: they can), from a listed reward (its
+    ``member_active_count`` annotation) and the member's state; no query."""
+    state = replace(redeemer, active_redemptions=getattr(reward, "member_active_count", 0))
+    return redeem_blockers(reward_terms(reward), state, at)
+
+
+def reward_terms(reward: Reward) -> RewardTerms:
+    """The reward's terms for ``rewards.catalog_rules`` (its ``min_tier`` selected with it)."""
+    return RewardTerms(
+        points_cost=reward.points_cost,
+        stock=reward.stock,
+        min_tier_rank=reward.min_tier.rank if reward.min_tier else None,
+        required_benefit=reward.required_benefit,
+        per_member_limit=reward.per_member_limit,
+        available_from=reward.available_from,
+        available_until=reward.available_until,
+        is_active=reward.is_active,
+    )
+
+
+def redemption_list_for_actor(*, actor: Actor) -> QuerySet[Redemption]:
+    """Redemptions the actor may see: a member their own, operators all, partners none."""
+    redemptions = Redemption.objects.select_related("reward")
+    if actor.is_member:
+        return redemptions.filter(member_id=actor.member_id)
+    if actor.is_operator:
+        return redemptions
+    return redemptions.none()
+
+
+def redemption_get_for_actor(*, actor: Actor, redemption_id: UUID) -> Redemption:
+    """One redemption the actor may see; another member's answers 404 (no hint it exists).
+
+    :raises NotFoundError: otherwise.
+    """
+    redemption = redemption_list_for_actor(actor=actor).filter(pk=redemption_id).first()
+    if redemption is None:
+        raise NotFoundError("No such redemption.")
+    return redemption
+
+
+# --- Benefits and honors -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BenefitRow:
+    """A benefit as members see it; a points multiplier shows its tier's multiplier."""
+
+    code: str
+    tier: str
+    tier_rank: int
+    kind: str
+    name: str
+    value: Decimal | None
+    description: str
+    exclusive_to_tier: bool
+
+
+def _benefit_row(benefit: Benefit) -> BenefitRow:
+    multiplier = benefit.kind == BenefitKind.POINTS_MULTIPLIER
+    return BenefitRow(
+        code=benefit.code,
+        tier=benefit.tier_id,
+        tier_rank=benefit.tier.rank,
+        kind=benefit.kind,
+        name=benefit.name,
+        value=benefit.tier.points_multiplier if multiplier else benefit.value,
+        description=benefit.description,
+        exclusive_to_tier=benefit.exclusive_to_tier,
+    )
+
+
+def _active_benefits() -> QuerySet[Benefit]:
+    return (
+        Benefit.objects.filter(is_active=True)
+        .select_related("tier")
+        .order_by("tier__rank", "kind", "code")
+    )
+
+
+def benefit_catalog() -> list[tuple[Tier, list[BenefitRow]]]:
+    """Every rung, lowest first, with the active benefits attached to it (two queries)."""
+    by_tier: dict[str, list[BenefitRow]] = {}
+    for benefit in _active_benefits():
+        by_tier.setdefault(benefit.tier_id, []).append(_benefit_row(benefit))
+    return [(tier, by_tier.get(tier.code, [])) for tier in Tier.objects.order_by("rank")]
+
+
+def member_benefits(*, member: Member) -> list[BenefitRow]:
+    """The benefits the member's tier gives: those of their rung and of every rung below, but
+    a lower rung's ``exclusive_to_tier`` ones (one query)."""
+    rank = Tier.objects.filter(pk=member.tier_id).values("rank")
+    benefits = _active_benefits().filter(
+        Q(tier__rank__lte=Subquery(rank)) & (Q(exclusive_to_tier=False) | Q(tier=member.tier_id))
+    )
+    return [_benefit_row(benefit) for benefit in benefits]
+
+
+def member_benefit_kinds(*, member_id: UUID) -> frozenset[str]:
+    """The kinds of benefit the member's tier gives (what a reward's ``required_benefit`` is
+    checked against), by the member's id (one query)."""
+    member = Member.objects.filter(pk=member_id)
+    kinds = Benefit.objects.filter(
+        Q(is_active=True, tier__rank__lte=Subquery(member.values("tier__rank")))
+        & (Q(exclusive_to_tier=False) | Q(tier=Subquery(member.values("tier_id"))))
+    ).values_list("kind", flat=True)
+    return frozenset(kinds)
+
+
+def badge_list() -> QuerySet[Badge]:
+    """The active badges and titles, most prestigious first."""
+    return Badge.objects.filter(is_active=True).order_by("-level", "code")
+
+
+def member_badges_list(*, member: Member) -> QuerySet[MemberBadge]:
+    """The member's badges (of active definitions), newest first (one query)."""
+    return (
+        MemberBadge.objects.filter(member=member, badge__is_active=True)
+        .select_related("badge")
+        .order_by("-awarded_at", "-id")
+    )
+
+
+def member_title(badges: list[MemberBadge]) -> str | None:
+    """The title shown beside the member's name: the most prestigious title held."""
+    titles = [award.badge for award in badges if award.badge.is_title]
+    return max(titles, key=lambda badge: (badge.level, badge.code)).name if titles else None
+
+
+@dataclass(frozen=True, slots=True)
+class WallEntry:
+    """One honor on the public wall: a display name and a badge, nothing else about the member."""
+
+    display_name: str
+    badge: str
+    badge_name: str
+    is_title: bool
+    awarded_at: datetime
+
+
+def honors_wall(*, at: datetime, limit: int) -> list[WallEntry]:
+    """The latest honors of members who opted in to public recognition (erased members never
+    appear), newest first (one query, along the awards' (-awarded_at, -id) index)."""
+    rows = (
+        MemberBadge.objects.filter(
+            awarded_at__lte=at,
+            badge__is_active=True,
+            member__public_recognition=True,
+            member__erased_at__isnull=True,
+        )
+        .order_by("-awarded_at", "-id")
+        .values_list(
+            "member__display_name", "badge_id", "badge__name", "badge__is_title", "awarded_at"
+        )[:limit]
+    )
+    return [WallEntry(*row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberOverview:
+    """Everything of the member's own view (``GET me/``)."""
+
+    member: Member
+    standing: TierStanding
+    balance: PointsBalance
+    benefits: list[BenefitRow]
+    badges: list[MemberBadge]
+    title: str | None
+    certifications: list[CertificationGrant]
+
+
+def member_overview_get(*, member: Member, at: datetime) -> MemberOverview:
+    """The member's profile, tier with progress to the next, balance, benefits, badges and
+    certifications. The number of queries does not depend on how many of each the member has."""
+    badges = list(member_badges_list(member=member))
+    return MemberOverview(
+        member=member,
+        standing=member_tier_standing(member=member, rules=rules_in_force(at=at), at=at),
+        balance=points_balance_get(member_id=member.pk, at=at),
+        benefits=member_benefits(member=member),
+        badges=badges,
+        title=member_title(badges),
+        certifications=list(member_certifications_list(member=member, at=at)),
+    )

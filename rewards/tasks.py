@@ -7,6 +7,7 @@ from django.utils import timezone
 from loyalty.celery import app
 from rewards.selectors import ledger_violations
 from rewards.services.certifications import certifications_expire
+from rewards.services.honors import badges_award_catch_up
 from rewards.services.jobs import points_expire, points_expiring_notify, points_release_pending
 
 logger = logging.getLogger(__name__)
@@ -39,3 +40,8 @@ def ledger_audit_task() -> int:
 @app.task(name="rewards.certifications_expire", queue="bulk")
 def certifications_expire_task() -> int:
     return certifications_expire(at=timezone.now())
+
+
+@app.task(name="rewards.badges_award_catch_up", queue="bulk")
+def badges_award_catch_up_task() -> int:
+    return badges_award_catch_up(at=timezone.now())

@@ -43,14 +43,21 @@ def _seeded_data_after_flush(request: pytest.FixtureRequest) -> None:
 
     from members.defaults import event_types_seed
     from members.models import EventType
-    from rewards.defaults import certifications_seed, earning_rules_seed
-    from rewards.models import Certification, EarningRule
+    from rewards.defaults import (
+        badges_seed,
+        benefits_seed,
+        certifications_seed,
+        earning_rules_seed,
+    )
+    from rewards.models import Badge, Benefit, Certification, EarningRule
     from tiers.ladder import ladder_seed, rules_seed
     from tiers.models import RuleSet, Tier, TierRequirement, TierRule
 
     ladder_seed(Tier)
     rules_seed(RuleSet, TierRule, TierRequirement, at=timezone.now())
     certifications_seed(Certification, at=timezone.now())
+    benefits_seed(Benefit, at=timezone.now())
+    badges_seed(Badge, at=timezone.now())
     earning_rules_seed(EarningRule, at=timezone.now())
     event_types_seed(EventType, at=timezone.now())
 

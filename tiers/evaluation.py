@@ -273,12 +273,17 @@ def _best_upgrade(
     for tier in reversed(rules.tiers):
         if tier.rank <= current.rank:
             return None
-        if tier.nomination_only:
-            continue
-        entry = checks_run(tier.entry, facts)
-        if _all_met(entry):
-            return tier, entry
+        # Decide first without building explanations: most members meet no higher rule.
+        if not tier.nomination_only and _passes(tier.entry, facts):
+            return tier, checks_run(tier.entry, facts)
     return None
+
+
+def _passes(requirements: Iterable[Requirement], facts: Facts) -> bool:
+    return all(
+        facts.value(requirement) >= (1 if requirement.is_certification else requirement.minimum)
+        for requirement in requirements
+    )
 
 
 def _probation(

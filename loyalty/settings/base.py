@@ -380,3 +380,29 @@ LOYALTY_TIER_SIMULATION_SAMPLE_SIZE = env.int("LOYALTY_TIER_SIMULATION_SAMPLE_SI
 LOYALTY_CERTIFICATION_EXPIRY_LOOKBACK_DAYS = env.int(
     "LOYALTY_CERTIFICATION_EXPIRY_LOOKBACK_DAYS", default=7
 )
+
+# --- Verifiable credentials (LOYALTY_CREDENTIAL_...) ---------------------------------------------
+# The Ed25519 key that signs members' credentials: a Multikey secretKeyMultibase ("z3u2...") or
+# the base64 of the 32-byte seed; `manage.py create_credential_key` makes one. Without it, DEBUG
+# (the demo) derives a key from SECRET_KEY - demo only: whoever knows SECRET_KEY can sign - and
+# outside DEBUG the credential endpoints answer 503 credentials_not_configured.
+LOYALTY_CREDENTIAL_SIGNING_KEY = env.str("LOYALTY_CREDENTIAL_SIGNING_KEY", default="")
+# publicKeyMultibase values of keys replaced by a rotation: what they signed still verifies.
+LOYALTY_CREDENTIAL_RETIRED_PUBLIC_KEYS = env.list(
+    "LOYALTY_CREDENTIAL_RETIRED_PUBLIC_KEYS", default=[]
+)
+# The public origin of this API, for the URLs written into credentials (issuer, verification).
+_CREDENTIAL_HOST = next((host.lstrip(".") for host in ALLOWED_HOSTS if host != "*"), "localhost")
+LOYALTY_CREDENTIAL_BASE_URL = env.str(
+    "LOYALTY_CREDENTIAL_BASE_URL",
+    default="http://127.0.0.1:8000" if DEBUG else f"https://{_CREDENTIAL_HOST}",
+)
+# The issuer's id (empty: <base URL>/api/v1/credentials/issuer/, which publishes its keys) and
+# display name. Changing the id makes earlier credentials fail verification (a new key does not,
+# once the old one is listed in LOYALTY_CREDENTIAL_RETIRED_PUBLIC_KEYS).
+LOYALTY_CREDENTIAL_ISSUER = {
+    "id": env.str("LOYALTY_CREDENTIAL_ISSUER_ID", default=""),
+    "name": env.str("LOYALTY_CREDENTIAL_ISSUER_NAME", default="Loyalty program"),
+}
+# Largest credential the public verification endpoint reads (bytes); larger bodies are 413.
+LOYALTY_CREDENTIAL_MAX_BYTES = env.int("LOYALTY_CREDENTIAL_MAX_BYTES", default=64 * 1024)

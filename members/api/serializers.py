@@ -14,6 +14,19 @@ from members.models import ActivityEvent, Identity, Member, MemberTag, TagCatego
 from members.selectors import METRIC_NAMES, MemberMetrics
 from members.services import TagSyncMode
 
+# The member's own view renders the same shapes as the tier, points, certification and badge
+# endpoints: reusing their serializers keeps one schema component per shape (one contract), at
+# the cost of this API module importing the other apps' API serializers (no cycle: they do not
+# import members.api).
+from rewards.api.serializers import (
+    BenefitSerializer,
+    CertificationGrantSerializer,
+    MemberBadgeSerializer,
+    PointsBalanceSerializer,
+)
+from rewards.selectors import MemberOverview
+from tiers.api.serializers import MemberTierSerializer
+
 # --- Output ---------------------------------------------------------------------------------------
 
 
@@ -370,4 +383,53 @@ class MemberMetricsSerializer(serializers.Serializer):
             "as_of": as_of,
             "window_days": window_days,
             **{name: metrics.value(name) for name in METRIC_NAMES},
+        }
+
+
+# --- The member's own view ----------------------------------------------------------------------
+
+
+class MeSerializer(MemberSerializer):
+    """The signed-in member's profile with their tier and progress, balance, benefits, badges
+    and certifications."""
+
+    title = serializers.CharField(
+        allow_null=True, read_only=True, help_text="The most prestigious title held, if any."
+    )
+    tier_progress = MemberTierSerializer(
+        read_only=True, help_text="As GET me/tier/: the tier and progress to the next one."
+    )
+    balance = PointsBalanceSerializer(read_only=True, help_text="As GET me/points/.")
+    benefits = BenefitSerializer(
+        many=True, read_only=True, help_text="What the member's tier gives them."
+    )
+    badges = MemberBadgeSerializer(many=True, read_only=True, help_text="Newest first.")
+    certifications = CertificationGrantSerializer(
+        many=True, read_only=True, help_text="Held, expired or revoked, each with its status."
+    )
+
+    class Meta(MemberSerializer.Meta):
+        fields = (
+            *MemberSerializer.Meta.fields,
+            "title",
+            "tier_progress",
+            "balance",
+            "benefits",
+            "badges",
+            "certifications",
+        )
+        read_only_fields = fields
+
+    def to_representation(self, instance: MemberOverview) -> dict[str, Any]:
+        fields = self.fields
+        return {
+            **MemberSerializer(instance.member).data,
+            "title": instance.title,
+            "tier_progress": fields["tier_progress"].to_representation(
+                MemberTierSerializer.body(instance.standing)
+            ),
+            "balance": fields["balance"].to_representation(instance.balance),
+            "benefits": fields["benefits"].to_representation(instance.benefits),
+            "badges": fields["badges"].to_representation(instance.badges),
+            "certifications": fields["certifications"].to_representation(instance.certifications),
         }

@@ -38,6 +38,7 @@ from members.api.serializers import (
     MemberSerializer,
     MemberTagSerializer,
     MemberUpdateSerializer,
+    MeSerializer,
     MeUpdateSerializer,
     NamespaceTagsReplaceSerializer,
     TagSyncDocumentedSerializer,
@@ -48,6 +49,7 @@ from members.api.serializers import (
 from members.filters import ActivityEventFilter, MemberFilter
 from members.models import ActivityEvent, Member
 from members.services import TagInput, TagSyncItem, TagSyncMode
+from rewards.selectors import member_overview_get
 from rewards.services.earning import business_date_of
 
 
@@ -274,11 +276,17 @@ class MeView(APIView):
 
     member_access = ("GET", "PATCH")
 
-    @extend_schema(responses=MemberSerializer)
+    @extend_schema(
+        responses=MeSerializer,
+        description=(
+            "The signed-in member's own view in one response: profile, title, tier with "
+            "progress to the next tier, balance, benefits, badges and certifications."
+        ),
+    )
     def get(self, request: Request) -> Response:
-        return _member_response(request, actor_of(request).member_id)  # type: ignore[arg-type]
+        return _me_response(request)
 
-    @extend_schema(request=MeUpdateSerializer, responses=MemberSerializer)
+    @extend_schema(request=MeUpdateSerializer, responses=MeSerializer)
     def patch(self, request: Request) -> Response:
         actor = actor_of(request)
         member = selectors.member_get_for_actor(actor=actor, member_id=actor.member_id)  # type: ignore[arg-type]
@@ -287,7 +295,15 @@ class MeView(APIView):
         services.member_update(
             member=member, changes=data.validated_data, actor=actor, at=timezone.now()
         )
-        return _member_response(request, member.pk)
+        return _me_response(request)
+
+
+def _me_response(request: Request) -> Response:
+    """Re-read the member and everything of their own view (a constant number of queries)."""
+    actor = actor_of(request)
+    member = selectors.member_get_for_actor(actor=actor, member_id=actor.member_id)  # type: ignore[arg-type]
+    overview = member_overview_get(member=member, at=timezone.now())
+    return Response(MeSerializer(overview).data)
 
 
 # --- Activity events and metrics ------------------------------------------------------------------

@@ -4,7 +4,8 @@ from django.conf import settings
 from rest_framework import serializers
 
 from core.api.serializers import StrictInputSerializer
-from rewards.models import PointsEntry, Reason
+from rewards.models import PointsEntry, Reason, Redemption, RedemptionStatus, Reward
+from rewards.selectors import reward_blockers_of
 
 AWARD_REASONS = (Reason.MANUAL, Reason.PARTNER, Reason.PURCHASE, Reason.EVENT, Reason.CORRECTION)
 DEDUCTION_REASONS = (Reason.MANUAL, Reason.CORRECTION)
@@ -170,3 +171,211 @@ class CertificationGrantInputSerializer(StrictInputSerializer):
 
 class CertificationRevokeInputSerializer(StrictInputSerializer):
     reason = serializers.CharField(max_length=500)
+
+
+# --- Rewards catalog -----------------------------------------------------------------------------
+
+
+class RewardSerializer(serializers.ModelSerializer):
+    min_tier = serializers.CharField(source="min_tier_id", allow_null=True)
+    redeemable = serializers.SerializerMethodField(
+        help_text="For a member: whether they can redeem it now (null for operators, partners)."
+    )
+    reasons = serializers.SerializerMethodField(
+        help_text=(
+            "For a member: why not (inactive, window, tier, benefit, limit, stock, points); "
+            "empty when redeemable."
+        )
+    )
+
+    class Meta:
+        model = Reward
+        fields = (
+            "id",
+            "name",
+            "description",
+            "image_url",
+            "points_cost",
+            "stock",
+            "redeemed_count",
+            "min_tier",
+            "required_benefit",
+            "per_member_limit",
+            "available_from",
+            "available_until",
+            "is_active",
+            "redeemable",
+            "reasons",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = fields
+
+    def _blockers(self, reward: Reward) -> list[str] | None:
+        # The member's state is read once per request by the view, not per row.
+        redeemer = self.context.get("redeemer")
+        if redeemer is None:
+            return None
+        return reward_blockers_of(reward=reward, redeemer=redeemer, at=self.context["at"])
+
+    def get_redeemable(self, reward: Reward) -> bool | None:
+        blockers = self._blockers(reward)
+        return None if blockers is None else not blockers
+
+    def get_reasons(self, reward: Reward) -> list[str]:
+        return self._blockers(reward) or []
+
+
+class RewardInputSerializer(StrictInputSerializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    image_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
+    points_cost = serializers.IntegerField(min_value=1, max_value=settings.LOYALTY_POINTS_MAX_AWARD)
+    stock = serializers.IntegerField(
+        min_value=0,
+        max_value=2_000_000_000,
+        required=False,
+        allow_null=True,
+        help_text="Items left to redeem; null (the default) is unlimited.",
+    )
+    min_tier = serializers.SlugField(max_length=32, required=False, allow_null=True)
+    required_benefit = serializers.SlugField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        help_text="A benefit kind code the member must hold, e.g. new_product_trial.",
+    )
+    per_member_limit = serializers.IntegerField(
+        min_value=1, max_value=1_000_000, required=False, allow_null=True
+    )
+    available_from = serializers.DateTimeField(required=False, allow_null=True)
+    available_until = serializers.DateTimeField(required=False, allow_null=True)
+    is_active = serializers.BooleanField(required=False)
+
+
+class RedemptionSerializer(serializers.ModelSerializer):
+    member = serializers.UUIDField(source="member_id")
+    reward = serializers.IntegerField(source="reward_id")
+    reward_name = serializers.CharField(source="reward.name")
+    redeem_entry = serializers.IntegerField(source="redeem_entry_id")
+    refund_entry = serializers.IntegerField(source="refund_entry_id", allow_null=True)
+
+    class Meta:
+        model = Redemption
+        fields = (
+            "id",
+            "member",
+            "reward",
+            "reward_name",
+            "points",
+            "status",
+            "redeem_entry",
+            "refund_entry",
+            "actor",
+            "created_at",
+            "fulfilled_at",
+            "cancelled_at",
+            "cancel_reason",
+        )
+        read_only_fields = fields
+
+
+class RedemptionCreateInputSerializer(StrictInputSerializer):
+    member = serializers.UUIDField(
+        required=False,
+        help_text="The member to redeem for: operators (required); a member may name only "
+        "themselves.",
+    )
+
+
+class MeRedemptionInputSerializer(StrictInputSerializer):
+    reward = serializers.IntegerField(min_value=1)
+
+
+class RedemptionUpdateInputSerializer(StrictInputSerializer):
+    status = serializers.ChoiceField(
+        choices=(RedemptionStatus.FULFILLED, RedemptionStatus.CANCELLED)
+    )
+    reason = serializers.CharField(
+        max_length=500,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="Why it is cancelled (required from operators).",
+    )
+
+
+# --- Benefits and honors -------------------------------------------------------------------------
+
+
+class BenefitSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    tier = serializers.CharField(help_text="The rung the benefit is attached to.")
+    kind = serializers.CharField(
+        help_text="points_multiplier, monthly_coupon_allowance, new_product_trial, "
+        "priority_support, exclusive_events, dedicated_advisor or cocreation_committee_seat."
+    )
+    name = serializers.CharField()
+    value = serializers.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        allow_null=True,
+        help_text="The amount where the kind has one: the multiplier the earning rules apply, "
+        "coupons a month.",
+    )
+    description = serializers.CharField()
+    exclusive_to_tier = serializers.BooleanField(
+        help_text="Only this tier's members have it; higher tiers have their own instead."
+    )
+
+
+class BenefitTierSerializer(serializers.Serializer):
+    tier = serializers.CharField(source="code")
+    name = serializers.CharField()
+    rank = serializers.IntegerField()
+    benefits = BenefitSerializer(
+        many=True,
+        help_text="Attached to this rung. A member has the benefits of their rung and of every "
+        "rung below, except those exclusive to a lower rung.",
+    )
+
+
+class BadgeSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    kind = serializers.CharField(help_text="manual or automatic")
+    rule = serializers.CharField(
+        help_text="An automatic badge's rule: first_post, checkin_streak_<days>, "
+        "reached_tier:<tier>, certification:<code>."
+    )
+    is_title = serializers.BooleanField(help_text="A title, shown beside the member's name.")
+    level = serializers.IntegerField(help_text="Prestige: the highest title held is shown.")
+
+
+class MemberBadgeSerializer(serializers.Serializer):
+    badge = serializers.CharField(source="badge_id")
+    name = serializers.CharField(source="badge.name")
+    description = serializers.CharField(source="badge.description")
+    is_title = serializers.BooleanField(source="badge.is_title")
+    level = serializers.IntegerField(source="badge.level")
+    awarded_at = serializers.DateTimeField()
+    awarded_by = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class BadgeAwardInputSerializer(StrictInputSerializer):
+    badge = serializers.SlugField(max_length=64)
+    reason = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
+class HonorsWallQuerySerializer(StrictInputSerializer):
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=50)
+
+
+class HonorsWallEntrySerializer(serializers.Serializer):
+    display_name = serializers.CharField()
+    badge = serializers.CharField()
+    badge_name = serializers.CharField()
+    is_title = serializers.BooleanField()
+    awarded_at = serializers.DateTimeField()

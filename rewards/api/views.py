@@ -1,11 +1,13 @@
 """HTTP interface of the points ledger and the daily check-in."""
 
+from typing import Any
 from uuid import UUID
 
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,15 +26,21 @@ from rewards.api.serializers import (
     CertificationRevokeInputSerializer,
     CertificationSerializer,
     CheckInSerializer,
+    MeRedemptionInputSerializer,
     PointsAwardSerializer,
     PointsBalanceSerializer,
     PointsDeductionSerializer,
     PointsEntrySerializer,
     PointsReversalSerializer,
+    RedemptionCreateInputSerializer,
+    RedemptionSerializer,
+    RedemptionUpdateInputSerializer,
+    RewardInputSerializer,
+    RewardSerializer,
 )
-from rewards.filters import PointsEntryFilter
-from rewards.models import PointsEntry, Reason
-from rewards.services import certifications, earning, ledger
+from rewards.filters import PointsEntryFilter, RedemptionFilter
+from rewards.models import PointsEntry, Reason, Redemption, RedemptionStatus, Reward
+from rewards.services import catalog, certifications, earning, ledger
 
 
 def actor_of(request: Request) -> Actor:
@@ -329,5 +337,236 @@ class MemberCertificationView(APIView):
             )
             grant = selectors.member_certification_get(member=member, code=code, at=at)
             return Response(CertificationGrantSerializer(grant).data)
+
+        return run_idempotent(request, effect)
+
+
+# --- Rewards catalog -----------------------------------------------------------------------------
+
+
+def _catalog_context(view: generics.GenericAPIView) -> dict[str, Any]:
+    """The time of the request and, for a member, their side of every reward's terms: read once
+    per request, so ``redeemable``/``reasons`` cost no query per row."""
+    at = timezone.now()
+    if getattr(view, "swagger_fake_view", False):
+        return {"at": at}
+    actor = actor_of(view.request)
+    if not actor.is_member:
+        return {"at": at}
+    return {
+        "at": at,
+        "redeemer": selectors.redeemer_state_get(member_id=actor.member_id, at=at),  # type: ignore[arg-type]
+    }
+
+
+def _reward_response(actor: Actor, reward_id: int, status_code: int) -> Response:
+    at = timezone.now()
+    reward = selectors.reward_get_for_actor(actor=actor, reward_id=reward_id, at=at)
+    return Response(RewardSerializer(reward, context={"at": at}).data, status=status_code)
+
+
+def _redemption_response(actor: Actor, redemption_id: UUID, status_code: int) -> Response:
+    redemption = selectors.redemption_get_for_actor(actor=actor, redemption_id=redemption_id)
+    return Response(RedemptionSerializer(redemption).data, status=status_code)
+
+
+def _redeem(request: Request, actor: Actor, member_id: UUID, reward_id: int) -> Response:
+    member = member_get_for_actor(actor=actor, member_id=member_id, with_identities=False)
+    reward = selectors.reward_get(reward_id=reward_id)
+
+    def effect() -> Response:
+        redemption = catalog.redemption_create(
+            member=member, reward=reward, actor=actor, at=timezone.now()
+        )
+        return _redemption_response(actor, redemption.pk, status.HTTP_201_CREATED)
+
+    return run_idempotent(request, effect)
+
+
+class RewardListView(generics.ListAPIView):
+    serializer_class = RewardSerializer
+    member_access = ("GET",)
+    operator_permissions = {"GET": [], "POST": ["rewards.add_reward"]}
+    partner_scopes = {"GET": Scope.MEMBERS_READ}
+
+    def get_queryset(self) -> QuerySet[Reward]:
+        if getattr(self, "swagger_fake_view", False):
+            return Reward.objects.none()
+        return selectors.reward_list_for_actor(actor=actor_of(self.request), at=timezone.now())
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), **_catalog_context(self)}
+
+    @extend_schema(
+        description=(
+            "The catalog. Members see the active rewards not yet ended, each with `redeemable` "
+            "and the `reasons` it is not (inactive, window, tier, benefit, limit, stock, "
+            "points); operators and partners see every reward."
+        )
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=RewardInputSerializer, responses={201: RewardSerializer})
+    def post(self, request: Request) -> Response:
+        actor = actor_of(request)
+        data = RewardInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+
+        def effect() -> Response:
+            reward = catalog.reward_create(actor=actor, at=timezone.now(), **data.validated_data)
+            return _reward_response(actor, reward.pk, status.HTTP_201_CREATED)
+
+        return run_idempotent(request, effect)
+
+
+class RewardDetailView(APIView):
+    member_access = ("GET",)
+    operator_permissions = {"GET": [], "PATCH": ["rewards.change_reward"]}
+    partner_scopes = {"GET": Scope.MEMBERS_READ}
+
+    @extend_schema(responses=RewardSerializer)
+    def get(self, request: Request, reward_id: int) -> Response:
+        actor = actor_of(request)
+        at = timezone.now()
+        reward = selectors.reward_get_for_actor(actor=actor, reward_id=reward_id, at=at)
+        context: dict[str, Any] = {"at": at}
+        if actor.is_member:
+            context["redeemer"] = selectors.redeemer_state_get(member_id=actor.member_id, at=at)  # type: ignore[arg-type]
+        return Response(RewardSerializer(reward, context=context).data)
+
+    @extend_schema(request=RewardInputSerializer(partial=True), responses=RewardSerializer)
+    def patch(self, request: Request, reward_id: int) -> Response:
+        actor = actor_of(request)
+        reward = selectors.reward_get(reward_id=reward_id)
+        data = RewardInputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+
+        def effect() -> Response:
+            catalog.reward_update(
+                reward=reward, actor=actor, at=timezone.now(), **data.validated_data
+            )
+            return _reward_response(actor, reward.pk, status.HTTP_200_OK)
+
+        return run_idempotent(request, effect)
+
+
+class RewardRedemptionCreateView(APIView):
+    member_access = ("POST",)
+    operator_permissions = {"POST": ["rewards.redeem_for_member"]}
+
+    @extend_schema(
+        request=RedemptionCreateInputSerializer,
+        responses={201: RedemptionSerializer},
+        description=(
+            "Redeem the reward: its points and one item of stock are taken together, never "
+            "oversold or overdrawn. A member redeems for themselves; an operator names the "
+            "`member`. 409 with code out_of_stock, insufficient_points, limit_reached, "
+            "not_available, tier_too_low or benefit_required. Send an Idempotency-Key."
+        ),
+    )
+    def post(self, request: Request, reward_id: int) -> Response:
+        actor = actor_of(request)
+        data = RedemptionCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        member_id = data.validated_data.get("member")
+        if actor.is_member:
+            # Naming another member answers 404 below, as any other member's id does.
+            member_id = member_id or actor.member_id
+        elif member_id is None:
+            raise ValidationError({"member": ["Name the member to redeem for."]})
+        return _redeem(request, actor, member_id, reward_id)
+
+
+class MeRewardsView(generics.ListAPIView):
+    serializer_class = RewardSerializer
+    member_access = ("GET",)
+
+    def get_queryset(self) -> QuerySet[Reward]:
+        if getattr(self, "swagger_fake_view", False):
+            return Reward.objects.none()
+        return selectors.reward_list_for_actor(actor=actor_of(self.request), at=timezone.now())
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), **_catalog_context(self)}
+
+    @extend_schema(
+        description="The rewards I can see, each with `redeemable` and the `reasons` it is not."
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class MeRedemptionsView(APIView):
+    member_access = ("POST",)
+
+    @extend_schema(
+        request=MeRedemptionInputSerializer,
+        responses={201: RedemptionSerializer},
+        description="Redeem a reward for myself (as POST rewards/{id}/redemptions/).",
+    )
+    def post(self, request: Request) -> Response:
+        actor = actor_of(request)
+        data = MeRedemptionInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return _redeem(request, actor, actor.member_id, data.validated_data["reward"])  # type: ignore[arg-type]
+
+
+class RedemptionListView(generics.ListAPIView):
+    serializer_class = RedemptionSerializer
+    filterset_class = RedemptionFilter
+    member_access = ("GET",)
+    operator_permissions = {"GET": ["rewards.view_redemption"]}
+
+    def get_queryset(self) -> QuerySet[Redemption]:
+        if getattr(self, "swagger_fake_view", False):
+            return Redemption.objects.none()
+        return selectors.redemption_list_for_actor(actor=actor_of(self.request))
+
+
+class RedemptionDetailView(APIView):
+    member_access = ("GET", "PATCH")
+    # Any operator reaches PATCH; the permission depends on the status asked for (below).
+    operator_permissions = {"GET": ["rewards.view_redemption"], "PATCH": []}
+
+    @extend_schema(responses=RedemptionSerializer)
+    def get(self, request: Request, redemption_id: UUID) -> Response:
+        return _redemption_response(actor_of(request), redemption_id, status.HTTP_200_OK)
+
+    @extend_schema(
+        request=RedemptionUpdateInputSerializer,
+        responses=RedemptionSerializer,
+        description=(
+            "Fulfil (operators with rewards.fulfil_redemption) or cancel (operators with "
+            "rewards.cancel_redemption, with a reason; a member their own requested "
+            "redemption). Cancelling refunds the points and restores the stock exactly once; "
+            "a second cancel is 409 already_cancelled."
+        ),
+    )
+    def patch(self, request: Request, redemption_id: UUID) -> Response:
+        actor = actor_of(request)
+        data = RedemptionUpdateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fulfil = data.validated_data["status"] == RedemptionStatus.FULFILLED
+        # Function-level access (what this status needs) before object-level access (whose).
+        if actor.is_member and fulfil:
+            raise PermissionDenied("Members may only cancel their redemptions.")
+        needed = "rewards.fulfil_redemption" if fulfil else "rewards.cancel_redemption"
+        if actor.is_operator and not request.user.has_perm(needed):
+            raise PermissionDenied()
+        redemption = selectors.redemption_get_for_actor(actor=actor, redemption_id=redemption_id)
+
+        def effect() -> Response:
+            at = timezone.now()
+            if fulfil:
+                catalog.redemption_fulfil(redemption=redemption, actor=actor, at=at)
+            else:
+                catalog.redemption_cancel(
+                    redemption=redemption,
+                    reason=data.validated_data["reason"],
+                    actor=actor,
+                    at=at,
+                )
+            return _redemption_response(actor, redemption.pk, status.HTTP_200_OK)
 
         return run_idempotent(request, effect)

@@ -1,6 +1,8 @@
 """The rewards app's tables, one module per part of the domain (re-exported here)."""
 
+from rewards.models.catalog import Redemption, RedemptionStatus, Reward
 from rewards.models.certifications import Certification, CertificationGrant
+from rewards.models.honors import Badge, BadgeKind, Benefit, BenefitKind, MemberBadge
 from rewards.models.ledger import (
     COUNTER_ACCOUNT_OF_KIND,
     CheckIn,
@@ -18,6 +20,10 @@ from rewards.models.ledger import (
 
 __all__ = [
     "COUNTER_ACCOUNT_OF_KIND",
+    "Badge",
+    "BadgeKind",
+    "Benefit",
+    "BenefitKind",
     "Certification",
     "CertificationGrant",
     "CheckIn",
@@ -25,10 +31,14 @@ __all__ = [
     "EarningRule",
     "EntryKind",
     "LotConsumption",
+    "MemberBadge",
     "PointsAccount",
     "PointsEntry",
     "PointsLot",
     "Reason",
+    "Redemption",
+    "RedemptionStatus",
+    "Reward",
     "SystemAccount",
     "SystemAccountBalance",
 ]

@@ -16,6 +16,7 @@ from core.events import DomainEvent, domain_event_record, domain_events_record
 from core.exceptions import ConflictError, InvalidInputError
 from members.models import Member
 from rewards.models import Certification, CertificationGrant
+from rewards.services.honors import CERTIFICATION, badges_award_automatic
 
 
 class PrerequisiteMissingError(ConflictError):
@@ -146,6 +147,7 @@ def certification_grant(
             at=at,
         )
         _reassess_after_commit([member.pk], "certification")
+        badges_award_automatic(member_ids=[member.pk], at=at, rule_kinds=(CERTIFICATION,))
     return GrantResult(grant=grant, renewed=renewed)
 
 

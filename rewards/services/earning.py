@@ -35,6 +35,7 @@ from rewards.models import (
     PointsEntry,
     Reason,
 )
+from rewards.services.honors import CHECKIN_STREAK, badges_award_automatic
 from rewards.services.ledger import AwardSpec, _credit_locked, _Posting, _write
 
 CHECKIN_EVENT = "checkin"
@@ -383,4 +384,5 @@ def checkin_create(*, member: Member, actor: Actor, at: datetime) -> CheckInResu
     from members.activity import checkin_activity_record
 
     checkin_activity_record(member_id=member.pk, at=at, points=award.points)
+    badges_award_automatic(member_ids=[member.pk], at=at, rule_kinds=(CHECKIN_STREAK,))
     return CheckInResult(check_in, created=True)

@@ -357,7 +357,140 @@ ENDPOINTS = [
         False,
         200,
     ),
+    (
+        "list rewards",
+        "get",
+        "/api/v1/rewards/",
+        None,
+        None,
+        "members:read",
+        True,
+        200,
+    ),
+    (
+        "create reward",
+        "post",
+        "/api/v1/rewards/",
+        {"name": "Mug", "points_cost": 5},
+        "rewards.add_reward",
+        None,
+        False,
+        201,
+    ),
+    (
+        "read reward",
+        "get",
+        "/api/v1/rewards/{reward}/",
+        None,
+        None,
+        "members:read",
+        True,
+        200,
+    ),
+    (
+        "edit reward",
+        "patch",
+        "/api/v1/rewards/{reward}/",
+        {"stock": 7},
+        "rewards.change_reward",
+        None,
+        False,
+        200,
+    ),
+    (
+        "redeem reward",
+        "post",
+        "/api/v1/rewards/{reward}/redemptions/",
+        {"member": "{id}"},
+        "rewards.redeem_for_member",
+        None,
+        True,
+        201,
+    ),
+    (
+        "list redemptions",
+        "get",
+        "/api/v1/redemptions/",
+        None,
+        "rewards.view_redemption",
+        None,
+        True,
+        200,
+    ),
+    (
+        "read redemption",
+        "get",
+        "/api/v1/redemptions/{redemption}/",
+        None,
+        "rewards.view_redemption",
+        None,
+        True,
+        200,
+    ),
+    (
+        "cancel redemption",
+        "patch",
+        "/api/v1/redemptions/{redemption}/",
+        {"status": "cancelled", "reason": "Changed mind"},
+        "rewards.cancel_redemption",
+        None,
+        True,
+        200,
+    ),
+    (
+        "fulfil redemption",
+        "patch",
+        "/api/v1/redemptions/{redemption}/",
+        {"status": "fulfilled"},
+        "rewards.fulfil_redemption",
+        None,
+        False,
+        200,
+    ),
+    (
+        "benefit catalog",
+        "get",
+        "/api/v1/benefits/",
+        None,
+        None,
+        "members:read",
+        True,
+        200,
+    ),
+    (
+        "badge catalog",
+        "get",
+        "/api/v1/badges/",
+        None,
+        None,
+        "members:read",
+        True,
+        200,
+    ),
+    (
+        "member badges",
+        "get",
+        "/api/v1/members/{id}/badges/",
+        None,
+        "rewards.view_memberbadge",
+        "members:read",
+        True,
+        200,
+    ),
+    (
+        "award badge",
+        "post",
+        "/api/v1/members/{id}/badges/",
+        {"badge": "community-hero"},
+        "rewards.award_badge",
+        "members:write",
+        False,
+        201,
+    ),
 ]
+
+# Placeholders naming the member themselves or something of theirs: another member gets 404.
+OWNED = ("{id}", "{redemption}")
 
 
 def _call(client: APIClient, method: str, path: str, body: dict | None):
@@ -371,6 +504,7 @@ def setup(member, other_member, make_partner, make_operator_client):
     from django.utils import timezone
 
     from core.actors import Actor, ActorKind, system_actor
+    from rewards.services.catalog import redemption_create, reward_create
     from rewards.services.ledger import points_award
     from tiers.services.promotions import nomination_create
     from tiers.services.reassessment import reassessment_run_inline, reassessment_start
@@ -393,11 +527,21 @@ def setup(member, other_member, make_partner, make_operator_client):
     draft = rule_set_draft_create(actor=system_actor("t"), at=now)
     job, _ = reassessment_start(actor=system_actor("t"), at=now)
     reassessment_run_inline(job_id=job.pk, at=now)
+    # A reward and the member's own redemption of it (1 of their 10 points).
+    reward = reward_create(name="Pin", points_cost=1, actor=system_actor("t"), at=now)
+    redemption = redemption_create(member=member, reward=reward, actor=system_actor("t"), at=now)
     return {
         "member": member,
         "other": other_member,
         "shop": shop,
-        "ids": {"id": member.pk, "nomination": nomination.pk, "draft": draft.pk, "job": job.pk},
+        "ids": {
+            "id": member.pk,
+            "nomination": nomination.pk,
+            "draft": draft.pk,
+            "job": job.pk,
+            "reward": reward.pk,
+            "redemption": redemption.pk,
+        },
     }
 
 
@@ -436,7 +580,8 @@ def test_access(setup, make_operator_client, role, endpoint):
         expected = ok if member_may else 403
     elif role == "member other":
         client = _member_client(other)
-        expected = (404 if "{id}" in template else ok) if member_may else 403
+        owned = any(mark in template or mark in str(endpoint[3]) for mark in OWNED)
+        expected = (404 if owned else ok) if member_may else 403
     elif role == "operator with permission":
         client = make_operator_client(*([permission] if permission else []))
         expected = ok
@@ -512,3 +657,18 @@ def test_partner_and_operator_have_no_me(partner_client, operator_client):
     for path in ("/api/v1/me/", "/api/v1/me/tier/"):
         assert partner_client.get(path).status_code == 403
         assert operator_client.get(path).status_code == 403
+
+
+def test_the_honors_wall_is_public(member, make_partner, make_operator_client):
+    clients = {
+        "anonymous": APIClient(),
+        "member": _member_client(member),
+        "operator without permission": make_operator_client(),
+        "partner without scope": make_partner("Wall", scopes=[])[1],
+    }
+
+    statuses = {
+        role: client.get("/api/v1/honors/wall/").status_code for role, client in clients.items()
+    }
+
+    assert statuses == dict.fromkeys(clients, 200)

@@ -429,6 +429,22 @@ def test_command_writes_and_replaces(db, settings):
     assert ledger_violations() == []
 
 
+def test_command_as_of_reproduces_a_run(db, settings):
+    settings.DEBUG = True
+    arguments = ["--members", "40", "--days", "30", "--as-of", AT.isoformat()]
+    call_command("generate_load_data", *arguments, stdout=io.StringIO(), stderr=io.StringIO())
+    first = _snapshot()
+
+    call_command(
+        "generate_load_data", *arguments, "--truncate", stdout=io.StringIO(), stderr=io.StringIO()
+    )
+
+    assert _snapshot() == first
+    assert max(MemberTag.objects.values_list("created_at", flat=True)) == AT
+    with pytest.raises(CommandError, match="UTC offset"):
+        call_command("generate_load_data", "--members", "1", "--as-of", "2026-03-02T10:00")
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("fk_checks", [True, False], ids=["fk-checks", "no-fk-checks"])

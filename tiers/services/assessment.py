@@ -20,11 +20,12 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, FilteredRelation, Q, QuerySet, Sum
 
-from core.db import require_transaction
+from core.db import require_transaction, rows_insert
 from core.events import DomainEvent, domain_events_record
 from members.models import Member
 from members.selectors import checkin_streaks_by_member, qualifying_points_by_member
 from rewards.services.earning import business_date_of
+from rewards.services.honors import REACHED_TIER, badges_award_automatic
 from tiers.evaluation import (
     GRACE_EXPIRED,
     NOMINATION_CONFIRMED,
@@ -282,7 +283,10 @@ def decisions_apply(
             counts.grace_started += int(decision.grace_started)
             events.append(warning)
     if history:
-        TierChange.objects.bulk_create(history, ignore_conflicts=job_id is not None)
+        rows_insert(history, ignore_conflicts=job_id is not None)
+    badges_award_automatic(
+        member_ids=[r.member_id for r in history], at=at, rule_kinds=(REACHED_TIER,)
+    )
     if confirmed:
         Nomination.objects.filter(
             member_id__in=confirmed, status=NominationStatus.PROBATION

@@ -13,6 +13,7 @@ from core.actors import Actor
 from core.events import domain_event_record
 from core.exceptions import ConflictError, InvalidInputError, NotFoundError
 from members.models import Member
+from rewards.services.honors import REACHED_TIER, badges_award_automatic
 from tiers.models import (
     Nomination,
     NominationStatus,
@@ -147,6 +148,7 @@ def tier_promote(
         )
         if target.pk != before.pk:
             _tier_changed(member=locked, from_tier=before.pk, change=change, at=at)
+            badges_award_automatic(member_ids=[locked.pk], at=at, rule_kinds=(REACHED_TIER,))
     return change
 
 
@@ -268,6 +270,7 @@ def nomination_review(
             created_at=at,
         )
         _tier_changed(member=member, from_tier=member.tier_id, change=change, at=at)
+        badges_award_automatic(member_ids=[member.pk], at=at, rule_kinds=(REACHED_TIER,))
     return locked
 
 

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from tqdm import tqdm
 
 from members.load_data import (
@@ -25,13 +26,18 @@ class Command(BaseCommand):
         "Write N synthetic members with identities, tags, certifications, daily activity "
         "rollups over the last --days days and a consistent points ledger, skewed like a real "
         "community (mostly passive, few very active). COPY on PostgreSQL. Deterministic per "
-        "--seed. For benchmarks: refuses to run with DEBUG off unless --yes is given."
+        "--seed and --as-of. For benchmarks: refuses to run with DEBUG off unless --yes is given."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--members", type=int, required=True, help="How many members.")
         parser.add_argument("--days", type=int, default=90, help="Days of activity (90).")
         parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+        parser.add_argument(
+            "--as-of",
+            help="Generate as if now were this moment (ISO 8601 with a UTC offset); the same "
+            "--members, --seed and --as-of give the same rows. Default: now.",
+        )
         parser.add_argument(
             "--prefix",
             default=DEFAULT_PREFIX,
@@ -60,8 +66,9 @@ class Command(BaseCommand):
             "--no-fk-checks",
             action="store_false",
             dest="foreign_key_checks",
-            help="PostgreSQL, superuser: skip the foreign key triggers while copying (as "
-            "pg_restore --disable-triggers does); about a third faster.",
+            help="PostgreSQL, superuser: skip the foreign key triggers while copying and "
+            "deleting (as pg_restore --disable-triggers does): about 45%% less PostgreSQL work, "
+            "and --truncate several times faster.",
         )
         parser.add_argument(
             "--yes", action="store_true", help="Run even though DEBUG is off (production-like)."
@@ -75,6 +82,11 @@ class Command(BaseCommand):
             raise CommandError("--members must be >= 0, --days, --batch-size and --writers >= 1.")
         if not options["prefix"]:
             raise CommandError("--prefix must not be empty.")
+        at = timezone.now()
+        if options["as_of"]:
+            at = parse_datetime(options["as_of"])
+            if at is None or timezone.is_naive(at):
+                raise CommandError("--as-of must be an ISO 8601 date and time with a UTC offset.")
         database = connection.settings_dict["NAME"]
         if not settings.DEBUG and not options["yes"]:
             raise CommandError(
@@ -88,7 +100,7 @@ class Command(BaseCommand):
                 result = load_data_generate(
                     members=options["members"],
                     days=options["days"],
-                    at=timezone.now(),
+                    at=at,
                     seed=options["seed"],
                     prefix=options["prefix"],
                     replace=options["replace"],
