@@ -1,11 +1,13 @@
 """Load demo data (idempotent): an operator, a member login, a partner, members with tags."""
 
 import random
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 from tqdm import tqdm
 
@@ -13,6 +15,7 @@ from core.actors import system_actor
 from core.models import Partner, Scope
 from core.schedules import schedules_sync
 from core.services import partner_create, partner_key_issue, partner_keys_revoke
+from members.activity import EventInput, events_ingest
 from members.models import Member, TagCategory
 from members.selectors import member_ids_by_external_id
 from members.services import (
@@ -23,8 +26,11 @@ from members.services import (
     member_create,
     tags_sync,
 )
-from rewards.models import Reason
+from rewards.models import Reason, Reward
+from rewards.services.catalog import reward_create
+from rewards.services.certifications import certification_grant
 from rewards.services.ledger import AwardSpec, points_award_batch
+from tiers.services.reassessment import members_tier_reassess
 
 OPERATOR_USERNAME = "operator"
 OPERATOR_PASSWORD = "operator-demo-password"  # noqa: S105 - demo credentials, printed on purpose
@@ -126,17 +132,59 @@ class Command(BaseCommand):
                 at=now,
             )
 
+        self._ladder_demo(new_members=new_members, rng=rng, actor=actor, now=now)
+
         member_user, created = user_model.objects.get_or_create(username=MEMBER_USERNAME)
         if created:
             member_user.set_password(MEMBER_PASSWORD)
             member_user.save()
             Member.objects.filter(external_id=wanted[0], user__isnull=True).update(user=member_user)
 
+        tiers = dict(Member.objects.values_list("tier").annotate(n=Count("pk")).order_by())
         self.stdout.write(
-            "\nDemo data is ready.\n"
+            f"\nDemo data is ready. Members per tier: {tiers}\n"
             f"  Admin and operator login: {OPERATOR_USERNAME} / {OPERATOR_PASSWORD}\n"
             f"  Member login:             {MEMBER_USERNAME} / {MEMBER_PASSWORD} ({wanted[0] if wanted else '-'})\n"
             f"  Partner {PARTNER_NAME!r} API key (namespace {partner.namespace!r}, all scopes):\n"
             f"    {key}\n"
             "  API docs: http://127.0.0.1:8000/api/docs/  Admin: http://127.0.0.1:8000/admin/\n"
         )
+
+    def _ladder_demo(
+        self, *, new_members: dict[str, Any], rng: random.Random, actor: Any, now: Any
+    ) -> None:
+        """Give the ladder something to show: certifications, a week of engagement for some
+        members (through event ingestion, so rollups and points are real), a small catalog,
+        then a reassessment so tiers follow the rules."""
+        ids = sorted(new_members.items())
+        engaged = [(external_id, pk) for external_id, pk in ids if rng.random() < 0.4]
+        # The demo member (the first) is always engaged, so a member login shows progress.
+        if ids and ids[0] not in engaged:
+            engaged.insert(0, ids[0])
+        members = Member.objects.in_bulk([pk for _, pk in engaged])
+        # A demo of at most a few hundred members: each grant through the real service.
+        for _, pk in engaged:
+            certification_grant(member=members[pk], code="onboarding", actor=actor, at=now)
+            if rng.random() < 0.25:
+                certification_grant(member=members[pk], code="content-creator", actor=actor, at=now)
+        events = [
+            EventInput(
+                event_id=f"demo-{external_id}-{day}-{n}",
+                type=rng.choice(("comment", "like", "post" if n == 0 else "like")),
+                occurred_at=now - timedelta(days=day, minutes=n),
+                external_id=external_id,
+            )
+            for external_id, _ in engaged
+            for day in range(rng.randint(2, 6))
+            for n in range(rng.randint(2, 4))
+        ]
+        for start in range(0, len(events), 1000):
+            events_ingest(items=events[start : start + 1000], actor=actor, at=now)
+        if not Reward.objects.exists():
+            for name, cost, extra in (
+                ("Brand tote bag", 200, {"stock": 50}),
+                ("New-product trial kit", 300, {"required_benefit": "new_product_trial"}),
+                ("Community meetup seat", 500, {"stock": 20, "min_tier": "active"}),
+            ):
+                reward_create(actor=actor, at=now, name=name, points_cost=cost, **extra)
+        members_tier_reassess(member_ids=[pk for _, pk in ids], actor=actor, at=now)
