@@ -133,3 +133,36 @@ def test_the_expiry_command_announces_and_reassesses(make_member, grant, capsys)
         call_command("expire_certifications")
     assert "1 expired certifications announced." in capsys.readouterr().out
     assert OutboxEvent.objects.filter(event_type="certification.expired").count() == 1
+
+
+def test_revocation_demotes_after_the_grace_period(
+    make_member, add_activity, grant, revoke
+) -> None:
+    from core.actors import system_actor
+    from tiers.services.reassessment import reassessment_run_inline, reassessment_start
+
+    member = make_member(at=timezone.now() - timedelta(days=40))
+    add_activity(member, days=5, interactions=3)
+    grant(member, "onboarding")
+    revoke(member, "onboarding", "Shared account")
+    member.refresh_from_db()
+    grace_until = member.tier_grace_until
+    assert (member.tier_id, grace_until is not None) == ("active", True)
+    # Still engaged every day after: only the missing certification fails maintenance.
+    from rewards.services.earning import business_date_of
+
+    add_activity(
+        member,
+        days=31,
+        ending=business_date_of(timezone.now() + timedelta(days=31)),
+        interactions=1,
+    )
+
+    for days, tier in ((29, "active"), (31, "basic")):
+        at = timezone.now() + timedelta(days=days)
+        with time_machine.travel(at, tick=False):
+            job, _ = reassessment_start(actor=system_actor("tests"), at=at)
+            reassessment_run_inline(job_id=job.pk, at=at)
+        member.refresh_from_db()
+        assert member.tier_id == tier
+    assert member.tier_changes.latest("created_at").reason == "grace_expired"
