@@ -1,4 +1,4 @@
-"""Verifiable honor: a member's certification as an Open Badges 3.0 credential (a W3C Verifiable
+"""Verifiable honor: a member's certification, badge or title as an Open Badges 3.0 credential (a W3C Verifiable
 Credential 2.0 document) secured by a Data Integrity proof with the ``eddsa-jcs-2022``
 cryptosuite, and the public verification of such a document.
 
@@ -10,9 +10,10 @@ The verification method is ``<issuer id>#<publicKeyMultibase>``, published by th
 endpoint, so anyone can check a credential with the public key alone.
 
 The canonicaliser, base58-btc and the builder are pure; the database is read only to load the
-grant being exported and, on verification, to see whether it is still held. The achievement is
-an ``AchievementClaim`` (kind, code, holder, dates), so other honors (badges, titles) plug in as
-one claim loader and one hold check per kind (``_HOLD_CHECKS``).
+grant or award being exported and, on verification, to see whether it is still held. The
+achievement is an ``AchievementClaim`` (kind, code, holder, dates); each kind (certification,
+badge) is one claim loader and one hold check (``_HOLD_CHECKS``). Titles are badges
+(``Badge.is_title``): same kind, same hold check, only their ``achievementType`` differs.
 """
 
 import base64
@@ -33,10 +34,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
 from django.urls import reverse
 
-from core.exceptions import ConflictError, DomainError
+from core.exceptions import ConflictError, DomainError, NotFoundError
 from members.models import Member
-from rewards.models import CertificationGrant
-from rewards.selectors import member_certification_get
+from rewards.models import CertificationGrant, MemberBadge
+from rewards.selectors import member_badges_list, member_certification_get
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,12 @@ CRYPTOSUITE = "eddsa-jcs-2022"
 PROOF_PURPOSE = "assertionMethod"
 STATUS_TYPE = "LoyaltyCredentialVerification"
 CERTIFICATION = "certification"
+BADGE = "badge"
+# OB 3.0 achievementType (an extensible enumeration): a badge is a "Badge"; a title, a rank the
+# programme confers on the member and shows beside their name, is an "Award" ("recognition of
+# an accomplishment"), the closest term in the vocabulary.
+BADGE_ACHIEVEMENT_TYPE = "Badge"
+TITLE_ACHIEVEMENT_TYPE = "Award"
 
 # Multicodec prefixes (varint) of Ed25519 keys in Multikey encodings.
 _ED25519_PUBLIC_PREFIX = b"\xed\x01"
@@ -70,6 +77,11 @@ class CredentialsNotConfiguredError(DomainError):
 class CredentialUnavailableError(ConflictError):
     code = "certification_not_held"
     title = "The certification is not held: there is nothing to attest"
+
+
+class BadgeCredentialUnavailableError(ConflictError):
+    code = "badge_not_held"
+    title = "The badge is not held: there is nothing to attest"
 
 
 class CanonicalizationError(ValueError):
@@ -558,6 +570,40 @@ def certification_credential_get(*, member: Member, code: str, at: datetime) -> 
     return _signed(_certification_claim(grant, member), at)
 
 
+def _badge_claim(award: MemberBadge, member: Member) -> AchievementClaim:
+    badge = award.badge
+    return AchievementClaim(
+        kind=BADGE,
+        code=badge.code,
+        name=badge.name,
+        description=badge.description,
+        achievement_type=TITLE_ACHIEVEMENT_TYPE if badge.is_title else BADGE_ACHIEVEMENT_TYPE,
+        member_id=member.pk,
+        valid_from=award.awarded_at,
+        # Badges and titles do not expire: they stand until the award is withdrawn.
+        valid_until=None,
+        revision_at=award.awarded_at,
+        holder_name=member.display_name if member.public_recognition else None,
+    )
+
+
+def badge_credential_get(*, member: Member, code: str, at: datetime) -> dict[str, Any]:
+    """The member's badge or title as a signed OpenBadgeCredential (two queries).
+
+    :raises NotFoundError: when the member does not hold it (or its definition is inactive).
+    :raises BadgeCredentialUnavailableError: when the member is erased.
+    :raises CredentialsNotConfiguredError: outside DEBUG without a signing key.
+    """
+    award = member_badges_list(member=member).filter(badge_id=code).first()
+    if award is None:
+        raise NotFoundError("The member does not hold this badge.")
+    if member.is_erased:
+        raise BadgeCredentialUnavailableError(
+            "The member is erased: only a held badge can be exported."
+        )
+    return _signed(_badge_claim(award, member), at)
+
+
 # --- Verification ----------------------------------------------------------------------------
 
 
@@ -584,9 +630,23 @@ def _certification_holding(member_id: UUID, code: str) -> Holding | None:
     return Holding(granted_at, expires_at, revoked_at is not None, erased_at is not None)
 
 
-# One hold check per achievement kind; badges and titles add theirs here.
+def _badge_holding(member_id: UUID, code: str) -> Holding | None:
+    # One query: the award (withdrawing a badge deletes its row) and the holder's erasure.
+    row = (
+        MemberBadge.objects.filter(member_id=member_id, badge_id=code)
+        .values_list("awarded_at", "member__erased_at")
+        .first()
+    )
+    if row is None:
+        return None
+    awarded_at, erased_at = row
+    return Holding(awarded_at, None, False, erased_at is not None)
+
+
+# One hold check per achievement kind (titles are badges).
 _HOLD_CHECKS: dict[str, Callable[[UUID, str], Holding | None]] = {
     CERTIFICATION: _certification_holding,
+    BADGE: _badge_holding,
 }
 
 
@@ -661,7 +721,7 @@ def credential_verify(*, document: Mapping[str, Any], at: datetime) -> Credentia
         holding is None
         or holding.revoked
         or holding.holder_erased
-        # Granted afresh after this credential's holding ended (revoked or expired).
+        # Granted (or awarded) afresh after this credential's holding ended.
         or timestamp(holding.valid_from) != timestamp(valid_from)
     )
     expired = (valid_until is not None and valid_until <= at) or (

@@ -1,5 +1,5 @@
-"""HTTP interface of verifiable credentials: a member's certification as a signed Open Badges
-3.0 credential, the issuer's published keys, and the public verification endpoint."""
+"""HTTP interface of verifiable credentials: a member's certification, badge or title as a
+signed Open Badges 3.0 credential, the issuer's published keys, and the public verification endpoint."""
 
 import json
 from typing import Any
@@ -107,6 +107,49 @@ class MeCertificationCredentialView(APIView):
         return _credential_response(request, actor_for_user(request.user).member_id, code)  # type: ignore[arg-type]
 
 
+_BADGE_CREDENTIAL_DESCRIPTION = (
+    "A badge or title the member holds as an Open Badges 3.0 OpenBadgeCredential (W3C VC 2.0), "
+    "signed like certification credentials (DataIntegrityProof, eddsa-jcs-2022, Ed25519). The "
+    "achievement's achievementType is `Badge`, or `Award` for a title; validFrom is when it was "
+    "awarded and there is no validUntil (badges do not expire). A badge the member does not "
+    "hold (or whose definition is inactive) is 404; an erased member's is 409 badge_not_held. "
+    "503 credentials_not_configured when no signing key is set. `Accept: application/vc` "
+    "returns the same document with the VC media type."
+)
+_BADGE_CREDENTIAL_RESPONSES = {
+    200: OpenApiResponse(OpenApiTypes.OBJECT, description="The signed credential."),
+    409: OpenApiResponse(description="badge_not_held (problem+json): the member is erased."),
+    503: _NOT_CONFIGURED,
+}
+
+
+def _badge_credential_response(request: Request, member_id: UUID, code: str) -> Response:
+    member = member_get_for_actor(
+        actor=actor_for_user(request.user), member_id=member_id, with_identities=False
+    )
+    return Response(credentials.badge_credential_get(member=member, code=code, at=timezone.now()))
+
+
+class MemberBadgeCredentialView(APIView):
+    member_access = ("GET",)
+    operator_permissions = {"GET": ["rewards.view_memberbadge"]}
+    partner_scopes = {"GET": Scope.MEMBERS_READ}
+    renderer_classes = (JSONRenderer, VerifiableCredentialRenderer)
+
+    @extend_schema(responses=_BADGE_CREDENTIAL_RESPONSES, description=_BADGE_CREDENTIAL_DESCRIPTION)
+    def get(self, request: Request, member_id: UUID, code: str) -> Response:
+        return _badge_credential_response(request, member_id, code)
+
+
+class MeBadgeCredentialView(APIView):
+    member_access = ("GET",)
+    renderer_classes = (JSONRenderer, VerifiableCredentialRenderer)
+
+    @extend_schema(responses=_BADGE_CREDENTIAL_RESPONSES, description=_BADGE_CREDENTIAL_DESCRIPTION)
+    def get(self, request: Request, code: str) -> Response:
+        return _badge_credential_response(request, actor_for_user(request.user).member_id, code)  # type: ignore[arg-type]
+
+
 class CredentialIssuerView(APIView):
     """Public: the issuer's profile and keys, the id credentials name as their issuer."""
 
@@ -212,7 +255,8 @@ class CredentialVerificationView(APIView):
             "Verify a credential issued here: post the document itself (or "
             '`{"verifiableCredential": {...}}`). The proof is checked with the issuer\'s keys '
             "(eddsa-jcs-2022), then the holding it attests: `revoked` (revoked, the holder "
-            "erased, or granted afresh since), `expired` (its validUntil or the grant's expiry "
+            "erased, granted afresh since, or, for a badge or title, the award withdrawn or "
+            "made afresh), `expired` (its validUntil or the grant's expiry "
             "passed). `verified` is true only when the signature is valid and nothing is wrong; "
             "`errors` says why not. A tampered document is 200 with verified false; malformed "
             "JSON is 400; a body over LOYALTY_CREDENTIAL_MAX_BYTES (64 KiB) is 413."

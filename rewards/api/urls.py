@@ -94,3 +94,17 @@ urlpatterns += [
     ),
     path("honors/wall/", honor_views.HonorsWallView.as_view(), name="honors-wall"),
 ]
+
+# Badges and titles as verifiable credentials (rewards/api/credential_views.py).
+urlpatterns += [
+    path(
+        "members/<uuid:member_id>/badges/<slug:code>/credential/",
+        credential_views.MemberBadgeCredentialView.as_view(),
+        name="member-badge-credential",
+    ),
+    path(
+        "me/badges/<slug:code>/credential/",
+        credential_views.MeBadgeCredentialView.as_view(),
+        name="me-badge-credential",
+    ),
+]

@@ -487,7 +487,20 @@ ENDPOINTS = [
         False,
         201,
     ),
+    (
+        "badge credential",
+        "get",
+        "/api/v1/members/{id}/badges/{badge}/credential/",
+        None,
+        "rewards.view_memberbadge",
+        "members:read",
+        True,
+        200,
+    ),
 ]
+
+# The credential endpoints need a signing key (tests run with DEBUG off): any 32-byte seed.
+CREDENTIAL_KEY = "ZGVtby1rZXktZm9yLXRoZS1hY2Nlc3MtbWF0cml4ISE="
 
 # Placeholders naming the member themselves or something of theirs: another member gets 404.
 OWNED = ("{id}", "{redemption}")
@@ -500,17 +513,19 @@ def _call(client: APIClient, method: str, path: str, body: dict | None):
 
 
 @pytest.fixture
-def setup(member, other_member, make_partner, make_operator_client):
+def setup(settings, member, other_member, make_partner, make_operator_client):
     from django.utils import timezone
 
     from core.actors import Actor, ActorKind, system_actor
     from rewards.services.catalog import redemption_create, reward_create
+    from rewards.services.honors import badge_award
     from rewards.services.ledger import points_award
     from tiers.services.promotions import nomination_create
     from tiers.services.reassessment import reassessment_run_inline, reassessment_start
     from tiers.services.rules import rule_set_draft_create
 
     now = timezone.now()
+    settings.LOYALTY_CREDENTIAL_SIGNING_KEY = CREDENTIAL_KEY
     # A balance, so a permitted deduction succeeds.
     points_award(member=member, points=10, reason="manual", actor=system_actor("t"), at=now)
     shop, _ = make_partner("Shop", scopes=[])
@@ -530,6 +545,8 @@ def setup(member, other_member, make_partner, make_operator_client):
     # A reward and the member's own redemption of it (1 of their 10 points).
     reward = reward_create(name="Pin", points_cost=1, actor=system_actor("t"), at=now)
     redemption = redemption_create(member=member, reward=reward, actor=system_actor("t"), at=now)
+    # A badge the member holds, for its credential (not the one "award badge" awards).
+    badge_award(member=member, code="streak-7", actor=system_actor("t"), at=now)
     return {
         "member": member,
         "other": other_member,
@@ -541,6 +558,7 @@ def setup(member, other_member, make_partner, make_operator_client):
             "job": job.pk,
             "reward": reward.pk,
             "redemption": redemption.pk,
+            "badge": "streak-7",
         },
     }
 
@@ -672,3 +690,34 @@ def test_the_honors_wall_is_public(member, make_partner, make_operator_client):
     }
 
     assert statuses == dict.fromkeys(clients, 200)
+
+
+def test_the_me_badge_credential_is_the_members_own(
+    settings, member, other_member, make_partner, make_operator_client
+):
+    from django.utils import timezone
+
+    from core.actors import system_actor
+    from rewards.services.honors import badge_award
+
+    settings.LOYALTY_CREDENTIAL_SIGNING_KEY = CREDENTIAL_KEY
+    badge_award(member=member, code="streak-7", actor=system_actor("t"), at=timezone.now())
+    path = "/api/v1/me/badges/streak-7/credential/"
+    clients = {
+        "anonymous": APIClient(),
+        "member self": _member_client(member),
+        "member other": _member_client(other_member),
+        "operator with permission": make_operator_client("rewards.view_memberbadge"),
+        "partner with scope": make_partner("Me", scopes=["members:read"])[1],
+    }
+
+    statuses = {role: client.get(path).status_code for role, client in clients.items()}
+
+    # Another member's /me/ is their own, where they hold no such badge: 404.
+    assert statuses == {
+        "anonymous": 401,
+        "member self": 200,
+        "member other": 404,
+        "operator with permission": 403,
+        "partner with scope": 403,
+    }
