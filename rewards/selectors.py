@@ -585,3 +585,27 @@ def member_overview_get(*, member: Member, at: datetime) -> MemberOverview:
         title=member_title(badges),
         certifications=list(member_certifications_list(member=member, at=at)),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RungExtras:
+    """What a ladder rung carries besides its rules: its benefits and its honors."""
+
+    benefits: list[BenefitRow]
+    honors: list[Badge]
+
+
+def rung_extras() -> dict[str, RungExtras]:
+    """Per tier code, the benefits attached to the rung and the badges or titles reaching it
+    awards (two queries)."""
+    extras: dict[str, RungExtras] = {}
+    for benefit in _active_benefits():
+        extras.setdefault(benefit.tier_id, RungExtras([], [])).benefits.append(
+            _benefit_row(benefit)
+        )
+    for badge in Badge.objects.filter(is_active=True, rule__startswith="reached_tier:").order_by(
+        "-is_title", "code"
+    ):
+        code = badge.rule.split(":", 1)[1]
+        extras.setdefault(code, RungExtras([], [])).honors.append(badge)
+    return extras

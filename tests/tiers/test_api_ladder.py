@@ -40,6 +40,8 @@ def test_the_ladder_lists_every_tier_with_the_rules_in_force(member_client) -> N
         "required_certifications": [],
         "entry": [],
         "maintenance": [],
+        "benefits": [],
+        "honors": [],
     }
     assert (active["nomination_only"], active["grace_days"]) == (False, 30)
     assert active["required_certifications"] == ["onboarding"]
@@ -62,6 +64,10 @@ def test_the_ladder_lists_every_tier_with_the_rules_in_force(member_client) -> N
     assert koc["points_multiplier"] == "1.25"
     assert kol["nomination_only"] is True
     assert kol["required_certifications"] == ["brand-ambassador", "content-creator"]
+    # Each rung with its benefits and the honors reaching it awards.
+    assert {b["kind"]: b["value"] for b in koc["benefits"]}["points_multiplier"] == "1.25"
+    assert "new_product_trial" in {b["kind"] for b in koc["benefits"]}
+    assert {(h["code"], h["is_title"]) for h in kol["honors"]} >= {("title-kol", True)}
 
 
 def test_the_ladder_follows_a_newly_published_version(operator_client) -> None:

@@ -15,6 +15,7 @@ from rest_framework import serializers
 from core.api.serializers import StrictInputSerializer
 from core.models import Job
 from members.models import Member
+from rewards.selectors import RungExtras
 from tiers.evaluation import CERTIFICATION, METRICS, Requirement, Rules
 from tiers.models import (
     Nomination,
@@ -79,6 +80,20 @@ class TierRequirementSerializer(serializers.Serializer):
         }
 
 
+class TierRungBenefitSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    kind = serializers.CharField()
+    name = serializers.CharField()
+    value = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+    exclusive_to_tier = serializers.BooleanField()
+
+
+class TierRungHonorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    is_title = serializers.BooleanField()
+
+
 class TierRungSerializer(serializers.Serializer):
     """One rung of the ladder with the rules of the version in force."""
 
@@ -103,6 +118,14 @@ class TierRungSerializer(serializers.Serializer):
     )
     entry = TierRequirementSerializer(many=True, help_text="All must hold to enter the tier.")
     maintenance = TierRequirementSerializer(many=True, help_text="All must hold to keep it.")
+    benefits = TierRungBenefitSerializer(
+        many=True,
+        help_text="Benefits attached to this rung (members also keep the lower rungs' "
+        "non-exclusive ones).",
+    )
+    honors = TierRungHonorSerializer(
+        many=True, help_text="Badges and titles awarded on reaching this tier."
+    )
 
 
 class TierLadderSerializer(serializers.Serializer):
@@ -114,10 +137,17 @@ class TierLadderSerializer(serializers.Serializer):
     tiers = TierRungSerializer(many=True, help_text="Lowest rung first.")
 
     @staticmethod
-    def body(*, tiers: Iterable[Tier], rule_set: RuleSet | None, rules: Rules) -> dict[str, Any]:
+    def body(
+        *,
+        tiers: Iterable[Tier],
+        rule_set: RuleSet | None,
+        rules: Rules,
+        extras: Mapping[str, RungExtras],
+    ) -> dict[str, Any]:
         rungs = []
         for tier in tiers:
             policy = rules.tier(tier.code)
+            rung = extras.get(tier.code, RungExtras([], []))
             rungs.append(
                 {
                     "code": tier.code,
@@ -135,6 +165,8 @@ class TierLadderSerializer(serializers.Serializer):
                     ],
                     "entry": [TierRequirementSerializer.body(r) for r in policy.entry],
                     "maintenance": [TierRequirementSerializer.body(r) for r in policy.maintenance],
+                    "benefits": rung.benefits,
+                    "honors": rung.honors,
                 }
             )
         return {

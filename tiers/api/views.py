@@ -24,6 +24,7 @@ from core.exceptions import NotFoundError
 from core.models import Job, Scope
 from members.models import Member
 from members.selectors import member_get_for_actor
+from rewards.selectors import rung_extras
 from rewards.services.earning import business_date_of
 from tiers.api.filters import NominationFilter
 from tiers.api.serializers import (
@@ -110,13 +111,16 @@ class TierListView(APIView):
         responses=TierLadderSerializer,
         description=(
             "The whole ladder, lowest rung first, each tier with the rules of the version in "
-            "force: nomination-only flag, grace days, entry and maintenance requirements."
+            "force: nomination-only flag, grace days, entry and maintenance requirements, and "
+            "the rung's benefits and honors."
         ),
     )
     def get(self, request: Request) -> Response:
         tiers, rule_set = ladder_list(at=timezone.now())
         rules = rules_compile(rule_set=rule_set, tiers=tiers)
-        body = TierLadderSerializer.body(tiers=tiers, rule_set=rule_set, rules=rules)
+        body = TierLadderSerializer.body(
+            tiers=tiers, rule_set=rule_set, rules=rules, extras=rung_extras()
+        )
         return Response(TierLadderSerializer(body).data)
 
 
