@@ -741,8 +741,7 @@ class JobAdmin(ReadOnlyModelAdmin):
         """Start a population reassessment now and enqueue its planning (inline without a
         broker): what the nightly schedule does, on an operator's demand."""
         from tiers.selectors import rule_set_in_force
-        from tiers.services.reassessment import reassessment_start
-        from tiers.tasks import reassessment_plan_task
+        from tiers.services.reassessment import reassessment_request
 
         if not self.has_reassess_permission(request):
             raise PermissionDenied
@@ -750,12 +749,11 @@ class JobAdmin(ReadOnlyModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 with durable_atomic():
-                    job, _ = reassessment_start(
+                    job, _ = reassessment_request(
                         actor=_operator_actor(request),
                         at=timezone.now(),
                         chunk_size=form.cleaned_data["chunk_size"],
                     )
-                    reassessment_plan_task.delay_on_commit(job_id=str(job.pk))
             except DomainError as error:
                 self.message_user(request, error.detail, messages.ERROR)
                 return HttpResponseRedirect(reverse("admin:core_job_changelist"))

@@ -599,74 +599,33 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[Member]
     ) -> TemplateResponse | None:
         """Set the selected members' tier (optionally pinned), each as its own audited change."""
-        members = list(
-            queryset.select_related("tier").order_by("external_id")[
-                : MAX_PROMOTION_ACTION_MEMBERS + 1
-            ]
-        )
-        if len(members) > MAX_PROMOTION_ACTION_MEMBERS:
-            self.message_user(
-                request,
-                f"Select at most {MAX_PROMOTION_ACTION_MEMBERS} members; nobody was moved. Each "
-                "promotion is its own recorded change; for more, repeat on smaller selections.",
-                messages.ERROR,
+
+        def apply(member: Member, data: dict[str, Any], actor: Actor, at: Any) -> str:
+            tier_promote(
+                member=member,
+                tier=data["tier"].code,
+                reason=data["reason"],
+                pin_days=data["pin_days"],
+                actor=actor,
+                at=at,
             )
-            return None
-        erased = [member for member in members if member.is_erased]
-        if len(erased) == len(members):
-            self.message_user(
-                request, "The selected members are erased; their tier cannot change.", messages.INFO
-            )
-            return None
-        form = TierPromotionForm(request.POST if "apply" in request.POST else None)
-        if not form.is_valid():
-            context = {
-                **self.admin_site.each_context(request),
-                "title": "Promote or demote",
-                "intro": "Set the tier of each of these members. Each gets a tier change of "
-                "their own with your reason (and a pin, when given); a member who cannot be moved "
-                "(on a nomination's probation, or already holding the tier without a pin) is "
-                "reported and the others are still moved."
-                + (f" {len(erased)} erased member(s) will be skipped." if erased else ""),
-                "opts": self.opts,
-                "objects": members,
-                "form": form,
-                "media": self.media + form.media,
-                "action": "promote_tier",
-                "submit_label": "Move the members",
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-            }
-            return TemplateResponse(request, "admin/tiers/action_form.html", context)
-        data, actor, at = form.cleaned_data, operator_actor(request), timezone.now()
-        moved = 0
-        for member in members:
-            if member.is_erased:
-                continue
-            try:
-                # One transaction per member: a refusal undoes only its own change.
-                with durable_atomic():
-                    tier_promote(
-                        member=member,
-                        tier=data["tier"].code,
-                        reason=data["reason"],
-                        pin_days=data["pin_days"],
-                        actor=actor,
-                        at=at,
-                    )
-            except DomainError as error:
-                self.message_user(request, f"{member.external_id}: {error.detail}", messages.ERROR)
-            else:
-                moved += 1
-        if erased:
-            self.message_user(request, f"Skipped {len(erased)} erased member(s).", messages.WARNING)
-        if moved:
             pin = f", pinned for {data['pin_days']} days" if data["pin_days"] else ""
-            self.message_user(
-                request,
-                f"Moved {moved} member(s) to {data['tier'].code}{pin}.",
-                messages.SUCCESS,
-            )
-        return None
+            return f"moved to {data['tier'].code}{pin}"
+
+        return _members_action(
+            self,
+            request,
+            queryset.select_related("tier"),
+            action="promote_tier",
+            title="Promote or demote",
+            intro="Set the tier of each of these members. Each gets a tier change of their own "
+            "with your reason (and a pin, when given); a member who cannot be moved (on a "
+            "nomination's probation, or already holding the tier without a pin) is reported and "
+            "the others are still moved.",
+            form_class=TierPromotionForm,
+            apply=apply,
+            limit=MAX_PROMOTION_ACTION_MEMBERS,
+        )
 
     def _points_action(
         self,
@@ -1100,7 +1059,7 @@ class CertificationGrantForm(forms.Form):
     )
 
 
-def _honor_action(
+def _members_action(
     modeladmin: MemberAdmin,
     request: HttpRequest,
     queryset: QuerySet[Member],
@@ -1110,15 +1069,15 @@ def _honor_action(
     intro: str,
     form_class: type[forms.Form],
     apply: Callable[[Member, dict[str, Any], Actor, Any], str],
+    limit: int = MAX_HONOR_ACTION_MEMBERS,
 ) -> TemplateResponse | None:
-    """Ask for the form; on ``apply``, call ``apply`` for each selected member (not erased), each
-    in its own transaction, and report what each did."""
-    members = list(queryset.order_by("external_id")[: MAX_HONOR_ACTION_MEMBERS + 1])
-    if len(members) > MAX_HONOR_ACTION_MEMBERS:
+    """A bulk action that asks for a form, then on ``apply`` calls the service for each selected
+    member (erased ones skipped), each in its own transaction so a refusal undoes only its own
+    change, and reports the outcomes (``apply`` names each) and the refusals."""
+    members = list(queryset.order_by("external_id")[: limit + 1])
+    if len(members) > limit:
         modeladmin.message_user(
-            request,
-            f"Select at most {MAX_HONOR_ACTION_MEMBERS} members; nothing was done.",
-            messages.ERROR,
+            request, f"Select at most {limit} members; nothing was done.", messages.ERROR
         )
         return None
     active = [member for member in members if not member.is_erased]
@@ -1153,6 +1112,9 @@ def _honor_action(
             )
         else:
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    skipped = len(members) - len(active)
+    if skipped:
+        modeladmin.message_user(request, f"Skipped {skipped} erased member(s).", messages.WARNING)
     if outcomes:
         summary = "; ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
         modeladmin.message_user(request, f"{title}: {summary}.", messages.SUCCESS)
@@ -1169,7 +1131,7 @@ def award_badge(
         )
         return "awarded" if result.created else "already held"
 
-    return _honor_action(
+    return _members_action(
         modeladmin,
         request,
         queryset,
@@ -1199,7 +1161,7 @@ def grant_certification(
         )
         return "re-certified" if result.renewed else "certified"
 
-    return _honor_action(
+    return _members_action(
         modeladmin,
         request,
         queryset,

@@ -18,8 +18,8 @@ from tiers.services.reassessment import (
     reassessment_chunk_run,
     reassessment_fail,
     reassessment_plan,
+    reassessment_request,
     reassessment_stalled,
-    reassessment_start,
 )
 
 logger = logging.getLogger(__name__)
@@ -69,13 +69,11 @@ def reassessment_chunk_task(self, *, job_id: str, index: int) -> dict[str, objec
 def reassess_population_task() -> str:
     """The nightly schedule. One job per business day: beat firing twice starts it once."""
     now = timezone.now()
-    job, created = reassessment_start(
+    job, _ = reassessment_request(
         actor=system_actor("reassessment_schedule"),
         at=now,
         dedupe_key=f"nightly:{business_date_of(now).isoformat()}",
     )
-    if created:
-        reassessment_plan_task.delay_on_commit(job_id=str(job.pk))
     return str(job.pk)
 
 

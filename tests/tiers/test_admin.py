@@ -720,7 +720,7 @@ def test_promote_action_moves_each_member_with_a_pin(client, regular, make_membe
     assert sorted(changes.values_list("note", flat=True)) == ["Campaign", "Campaign"]
     assert _messages(applied) == [
         "Skipped 1 erased member(s).",
-        "Moved 2 member(s) to koc, pinned for 60 days.",
+        "Promote or demote: 2 moved to koc, pinned for 60 days.",
     ]
 
 
@@ -754,7 +754,7 @@ def test_promote_action_refuses_a_selection_over_the_limit(
         },
     )
 
-    assert "Select at most 1 members; nobody was moved." in _messages(response)[0]
+    assert "Select at most 1 members; nothing was done." in _messages(response)[0]
     assert not TierChange.objects.exists()
 
 

@@ -68,14 +68,13 @@ from tiers.services.promotions import (
     nomination_withdraw,
     tier_promote,
 )
-from tiers.services.reassessment import reassessment_start, tier_simulation_run
+from tiers.services.reassessment import reassessment_request, tier_simulation_run
 from tiers.services.rules import (
     rule_set_delete,
     rule_set_draft_create,
     rule_set_draft_update,
     rule_set_publish,
 )
-from tiers.tasks import reassessment_plan_task
 
 
 class MemberReadAccess:
@@ -486,8 +485,7 @@ class TierReassessmentListCreateView(generics.ListAPIView):
         TierReassessmentCreateSerializer(data=request.data).is_valid(raise_exception=True)
 
         def effect() -> Response:
-            job, _ = reassessment_start(actor=actor, at=timezone.now())
-            reassessment_plan_task.delay_on_commit(job_id=str(job.pk))
+            job, _ = reassessment_request(actor=actor, at=timezone.now())
             return Response(TierReassessmentSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
         response = run_idempotent(request, effect)

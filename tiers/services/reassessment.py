@@ -116,6 +116,23 @@ def reassessment_start(
     return job, True
 
 
+def reassessment_request(
+    *, actor: Actor, at: datetime, dedupe_key: str | None = None, chunk_size: int | None = None
+) -> tuple[Job, bool]:
+    """Start a population reassessment and, once it commits, enqueue its planning (which runs
+    inline when no broker is configured): what the API, the admin, the command and the nightly
+    schedule call. Returns ``(job, created)`` like ``reassessment_start``."""
+    from tiers.tasks import reassessment_plan_task  # the task module imports this one
+
+    with transaction.atomic():
+        job, created = reassessment_start(
+            actor=actor, at=at, dedupe_key=dedupe_key, chunk_size=chunk_size
+        )
+        if created:
+            reassessment_plan_task.delay_on_commit(job_id=str(job.pk))
+    return job, created
+
+
 def reassessment_plan(*, job_id: UUID, at: datetime) -> list[int]:
     """Split the population into id-range chunks (once) and mark the job running. Returns the
     indexes of the chunks not done yet: what to dispatch. Safe to call again (resume)."""
@@ -285,10 +302,7 @@ def reassessment_run_inline(*, job_id: UUID, at: datetime, progress: Progress | 
 def member_tier_reassess(*, member_id: UUID, actor: Actor, at: datetime) -> AssessmentCounts:
     """Reassess one member now under the rules in force (after a certification change, a refund,
     a big award). Running it twice changes nothing the second time."""
-    rules = rules_in_force(at=at)
-    with transaction.atomic():
-        assessed = members_assess(members=Member.objects.filter(pk=member_id), rules=rules, at=at)
-        return decisions_apply(assessed=assessed, rules=rules, at=at, actor_label=actor.label)
+    return members_tier_reassess(member_ids=[member_id], actor=actor, at=at)
 
 
 def members_tier_reassess(

@@ -18,10 +18,10 @@ from tiers.selectors import reassessment_get, reassessment_report, tier_list
 from tiers.services.reassessment import (
     ReassessmentRunningError,
     member_tier_reassess,
+    reassessment_request,
     reassessment_run_inline,
     reassessment_start,
 )
-from tiers.tasks import reassessment_plan_task
 
 MAX_CHUNK_SIZE = 100_000
 
@@ -117,10 +117,9 @@ class Command(BaseCommand):
 
     def _enqueue(self, chunk_size: int | None) -> None:
         with durable_atomic():
-            job, _ = reassessment_start(
+            job, _ = reassessment_request(
                 actor=system_actor("reassess_tiers"), at=timezone.now(), chunk_size=chunk_size
             )
-            reassessment_plan_task.delay_on_commit(job_id=str(job.pk))
         if settings.CELERY_TASK_ALWAYS_EAGER:
             self.stderr.write(
                 "No broker is configured (CELERY_BROKER_URL unset): the job ran inline."
