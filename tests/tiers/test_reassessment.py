@@ -67,3 +67,49 @@ def test_rerunning_a_done_job_chunk_writes_nothing(make_member, add_activity, ce
     outcome = reassessment_chunk_run(job_id=job.pk, index=0, at=timezone.now())
     assert not outcome.ran
     assert TierChange.objects.count() == 1
+
+
+def test_a_big_award_and_its_refund_reassess_the_member_at_once(
+    make_member, add_activity, certify, django_capture_on_commit_callbacks, settings
+) -> None:
+    from rewards.models import Reason
+    from rewards.services.ledger import points_award, points_reverse
+
+    settings.LOYALTY_TIER_REASSESS_AWARD_THRESHOLD = 500
+    member = make_member(at=timezone.now() - timedelta(days=60))
+    certify(member, "onboarding")
+    certify(member, "content-creator")
+    add_activity(member, days=6, posts=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        earn = points_award(
+            member=member,
+            points=650,
+            reason=Reason.PURCHASE,
+            actor=system_actor("t"),
+            at=timezone.now(),
+        )
+    member.refresh_from_db()
+    assert (member.tier_id, member.tier_grace_until) == ("koc", None)
+
+    # The refund takes the qualifying points back: koc's maintenance fails, grace starts.
+    with django_capture_on_commit_callbacks(execute=True):
+        points_reverse(entry=earn, actor=system_actor("t"), at=timezone.now())
+    member.refresh_from_db()
+    assert member.tier_id == "koc"
+    assert member.tier_grace_until is not None
+
+
+def test_a_small_award_does_not_reassess(make_member, django_capture_on_commit_callbacks) -> None:
+    from rewards.models import Reason
+    from rewards.services.ledger import points_award
+
+    member = make_member()
+    with django_capture_on_commit_callbacks() as callbacks:
+        points_award(
+            member=member,
+            points=10,
+            reason=Reason.MANUAL,
+            actor=system_actor("t"),
+            at=timezone.now(),
+        )
+    assert callbacks == []
