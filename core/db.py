@@ -1,6 +1,6 @@
 """Database helpers shared by services: transaction guards, bounded lock waits, chunking."""
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from functools import wraps
 from typing import ParamSpec, TypeVar
@@ -76,6 +76,31 @@ def joins_transaction(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
 
     return wrapper
+
+
+def insert_parts(
+    obj: Model, *, skip: Collection[str] = (), cast: bool = False
+) -> tuple[str, list[str], list[str], list[object]]:
+    """The quoted table, quoted columns, placeholders and prepared values inserting one instance.
+
+    For statements the ORM cannot write, such as several inserts chained by CTEs in one round
+    trip. Auto primary keys, and the fields named in ``skip``, are left out. ``cast`` types each
+    placeholder with its column's type, for ``INSERT ... SELECT`` where PostgreSQL would otherwise
+    read an untyped parameter (a NULL, say) as text.
+    """
+    ops = connection.ops
+    fields = [
+        field
+        for field in obj._meta.concrete_fields
+        if field.name not in skip
+        and not (field.primary_key and isinstance(field, AutoField | BigAutoField))
+    ]
+    return (
+        ops.quote_name(obj._meta.db_table),
+        [ops.quote_name(field.column) for field in fields],
+        [f"%s::{field.db_type(connection)}" if cast else "%s" for field in fields],
+        [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields],
+    )
 
 
 def rows_insert(objs: Sequence[Model], *, ignore_conflicts: bool = False) -> None:

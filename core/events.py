@@ -21,11 +21,9 @@ class DomainEvent:
     dedupe_key: str = field(default_factory=lambda: str(uuid6.uuid7()))
 
 
-def domain_events_record(*, events: Iterable[DomainEvent], at: datetime) -> int:
-    """Write events to the outbox in the caller's transaction; an event whose (type, dedupe key)
-    exists already is skipped. Returns how many rows the batch offered."""
-    require_transaction()
-    rows = [
+def outbox_rows(*, events: Iterable[DomainEvent], at: datetime) -> list[OutboxEvent]:
+    """The outbox rows of the events, unsaved (for callers writing them in their own statement)."""
+    return [
         OutboxEvent(
             event_type=event.event_type,
             aggregate_id=event.aggregate_id,
@@ -36,6 +34,13 @@ def domain_events_record(*, events: Iterable[DomainEvent], at: datetime) -> int:
         )
         for event in events
     ]
+
+
+def domain_events_record(*, events: Iterable[DomainEvent], at: datetime) -> int:
+    """Write events to the outbox in the caller's transaction; an event whose (type, dedupe key)
+    exists already is skipped. Returns how many rows the batch offered."""
+    require_transaction()
+    rows = outbox_rows(events=events, at=at)
     if rows:
         rows_insert(rows, ignore_conflicts=True)
     return len(rows)

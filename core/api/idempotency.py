@@ -11,7 +11,6 @@ with the same key.
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any
 
 from django.db import OperationalError, connection
 from django.utils import timezone
@@ -99,9 +98,15 @@ def _replay_existing(*, owner: str, key: str, fingerprint: str) -> Response:
 
 
 def _store(record_id: int, response: Response) -> None:
-    IdempotencyRecord.objects.filter(pk=record_id).update(
-        response_status=response.status_code, response_body=_as_json(response.data)
-    )
+    # The rendered document goes in as is: what the client receives, with no parse in between.
+    body = JSONRenderer().render(response.data).decode() if response.data is not None else None
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {IdempotencyRecord._meta.db_table} SET response_status = %s, "  # noqa: S608 - table name from the model
+            f"response_body = %s{cast} WHERE id = %s",
+            [response.status_code, body, record_id],
+        )
 
 
 def run_idempotent(request: Request, effect: Callable[[], Response]) -> Response:
@@ -147,8 +152,3 @@ def _claim_or_busy(*, owner: str, key: str, request: Request, fingerprint: str) 
         if is_lock_timeout(error):
             raise IdempotencyKeyInUseError() from error
         raise
-
-
-def _as_json(data: Any) -> Any:
-    """Exactly what the client received, so a replay is byte-for-byte the same document."""
-    return json.loads(JSONRenderer().render(data))

@@ -4,7 +4,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from core.api.serializers import StrictInputSerializer
-from rewards.models import PointsEntry, Reason, Redemption, RedemptionStatus, Reward
+from rewards.models import EntryKind, PointsEntry, Reason, Redemption, RedemptionStatus, Reward
 from rewards.selectors import reward_blockers_of
 
 AWARD_REASONS = (Reason.MANUAL, Reason.PARTNER, Reason.PURCHASE, Reason.EVENT, Reason.CORRECTION)
@@ -12,29 +12,28 @@ DEDUCTION_REASONS = (Reason.MANUAL, Reason.CORRECTION)
 REVERSAL_REASONS = (Reason.REFUND, Reason.CORRECTION)
 
 
-class PointsEntrySerializer(serializers.ModelSerializer):
-    reverses = serializers.PrimaryKeyRelatedField(read_only=True)
+def _help(field: str) -> str:
+    return str(PointsEntry._meta.get_field(field).help_text)
+
+
+class PointsEntrySerializer(serializers.Serializer):
+    # Declared field by field rather than as a ModelSerializer: it renders every award on the hot
+    # path, where deriving the fields from the model on each call cost more than the rest of the
+    # response.
+
+    id = serializers.IntegerField(read_only=True)
+    version = serializers.IntegerField(read_only=True)
+    kind = serializers.ChoiceField(choices=EntryKind.choices, read_only=True)
+    points = serializers.IntegerField(read_only=True)
+    balance_after = serializers.IntegerField(read_only=True, help_text=_help("balance_after"))
+    reason = serializers.ChoiceField(choices=Reason.choices, read_only=True)
+    note = serializers.CharField(read_only=True)
+    reference = serializers.CharField(read_only=True, default="", help_text=_help("reference"))
+    actor = serializers.CharField(read_only=True)
+    reverses = serializers.IntegerField(source="reverses_id", read_only=True, allow_null=True)
     expires_at = serializers.SerializerMethodField()
     pending_until = serializers.SerializerMethodField()
-
-    class Meta:
-        model = PointsEntry
-        fields = (
-            "id",
-            "version",
-            "kind",
-            "points",
-            "balance_after",
-            "reason",
-            "note",
-            "reference",
-            "actor",
-            "reverses",
-            "expires_at",
-            "pending_until",
-            "created_at",
-        )
-        read_only_fields = fields
+    created_at = serializers.DateTimeField(read_only=True)
 
     def _lot(self, entry: PointsEntry):
         try:

@@ -23,8 +23,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Sum
 
 from core.actors import Actor
-from core.db import is_postgres, joins_transaction, require_transaction
-from core.events import DomainEvent, domain_events_record
+from core.db import insert_parts, is_postgres, joins_transaction, require_transaction
+from core.events import DomainEvent, domain_events_record, outbox_rows
 from core.exceptions import ConflictError, InvalidInputError
 from members.models import Member
 from rewards.locks import points_accounts_lock
@@ -446,22 +446,108 @@ def points_award(
     _validate_award(spec, at)
     if member.is_erased:
         raise InvalidInputError("An erased member cannot earn points.")
-    account, versions = _lock_one(member.pk, at)
-    posting = _Posting()
-    entry = _credit_locked(account, spec, actor=actor, at=at, posting=posting)
-    if not reference:
-        # Nothing unique can collide: no savepoint needed on the hot path.
-        _write([account], versions, posting, at)
-    else:
-        try:
-            with transaction.atomic():
-                _write([account], versions, posting, at)
-        except IntegrityError as error:
-            _raise_duplicate(error)
+    # A reference can collide with an earlier award: that needs the savepoint of the general path.
+    entry = None if reference or not is_postgres() else _credit_one_postgres(spec, actor, at)
+    if entry is None:
+        account, versions = _lock_one(member.pk, at)
+        posting = _Posting()
+        entry = _credit_locked(account, spec, actor=actor, at=at, posting=posting)
+        if not reference:
+            # Nothing unique can collide: no savepoint needed.
+            _write([account], versions, posting, at)
+        else:
+            try:
+                with transaction.atomic():
+                    _write([account], versions, posting, at)
+            except IntegrityError as error:
+                _raise_duplicate(error)
     threshold = settings.LOYALTY_TIER_REASSESS_AWARD_THRESHOLD
     if threshold and points >= threshold:
         _tier_reassess_after_commit(member.pk, "big_award")
     return entry
+
+
+def _credit_one_postgres(spec: AwardSpec, actor: Actor, at: datetime) -> PointsEntry | None:
+    """One award in two statements (the award endpoint's hot path, PostgreSQL only).
+
+    The first moves the account forward in an ``UPDATE ... RETURNING``, which takes the row lock
+    before anything else (the lock order of every posting) and hands back the state to chain the
+    entry on; the second inserts the entry, its lot, a debt repayment, the outbox event and the
+    system shard's change, chained by CTEs. ``None`` when the member has no account yet: the
+    general path creates it.
+    """
+    pending = spec.pending_until is not None
+    available_delta = 0 if pending else spec.points
+    pending_delta = spec.points if pending else 0
+    earned_delta = spec.points if spec.kind == EntryKind.EARN else 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {PointsAccount._meta.db_table} SET available = available + %s, "  # noqa: S608 - names from the model
+            "pending = pending + %s, lifetime_earned = lifetime_earned + %s, "
+            "version = version + 1, updated_at = %s WHERE member_id = %s "
+            "RETURNING available, pending, lifetime_earned, version",
+            [available_delta, pending_delta, earned_delta, at, spec.member_id],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        available, pending_points, earned, version = row
+        # The account as it stood just before this posting; the UPDATE's lock holds it there.
+        account = PointsAccount(
+            member_id=spec.member_id,
+            available=available - available_delta,
+            pending=pending_points - pending_delta,
+            lifetime_earned=earned - earned_delta,
+            version=version - 1,
+            updated_at=at,
+        )
+        posting = _Posting()
+        entry = _credit_locked(account, spec, actor=actor, at=at, posting=posting)
+        cursor.execute(*_credit_insert(posting, at))
+        (entry.pk,) = cursor.fetchone()
+    lot = posting.lots[0]
+    lot.entry_id = entry.pk
+    entry._state.adding = lot._state.adding = False
+    return entry
+
+
+def _credit_insert(posting: _Posting, at: datetime) -> tuple[str, list[object]]:
+    """The one statement writing a single credit posting (see ``_credit_one_postgres``)."""
+    (entry,), (lot,) = posting.entries, posting.lots
+    ctes: list[str] = []
+    params: list[object] = []
+    system = _system_postings(posting.entries)
+    if system:
+        upsert, upsert_params = _system_upsert(system)
+        ctes.append(f"system_postings AS ({upsert})")
+        params += upsert_params
+    for index, event in enumerate(outbox_rows(events=posting.events, at=at)):
+        table, columns, placeholders, values = insert_parts(event)
+        ctes.append(
+            f"event_{index} AS (INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - names from the model
+            f"VALUES ({', '.join(placeholders)}) ON CONFLICT DO NOTHING)"
+        )
+        params += values
+    table, columns, placeholders, values = insert_parts(entry)
+    ctes.append(
+        f"new_entry AS (INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - names from the model
+        f"VALUES ({', '.join(placeholders)}) RETURNING id)"
+    )
+    params += values
+    table, columns, placeholders, values = insert_parts(lot, skip={"entry"}, cast=True)
+    ctes.append(
+        f"new_lot AS (INSERT INTO {table} (entry_id, {', '.join(columns)}) "  # noqa: S608 - names from the model
+        f"SELECT id, {', '.join(placeholders)} FROM new_entry RETURNING entry_id)"
+    )
+    params += values
+    if posting.consumptions:
+        ((_, _, repaid),) = posting.consumptions
+        ctes.append(
+            f"repayment AS (INSERT INTO {LotConsumption._meta.db_table} (entry_id, lot_id, points) "  # noqa: S608 - names from the model
+            "SELECT entry_id, entry_id, %s FROM new_lot)"
+        )
+        params.append(repaid)
+    return f"WITH {', '.join(ctes)} SELECT entry_id FROM new_lot", params  # noqa: S608
 
 
 def _tier_reassess_after_commit(member_id: UUID, trigger: str) -> None:

@@ -322,3 +322,31 @@ def test_award_validation_rejects_past_dates(member, audited):
         )
 
     assert not PointsEntry.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("pending", [False, True])
+def test_an_award_to_an_open_account_is_two_statements_on_postgresql(
+    member, audited, django_assert_num_queries, pending
+):
+    """The hot path: the account's UPDATE ... RETURNING, then entry, lot, outbox event and
+    system shard in one statement; the result is the same posting as the general path's."""
+    now = timezone.now()
+    points_award(member=member, points=5, reason="manual", actor=ACTOR, at=now)  # opens it
+
+    with django_assert_num_queries(2):
+        entry = points_award(
+            member=member,
+            points=7,
+            reason="manual",
+            actor=ACTOR,
+            at=now,
+            pending_until=now + timedelta(days=14) if pending else None,
+        )
+
+    assert (entry.version, entry.balance_after) == (2, 12)
+    stored = PointsEntry.objects.select_related("lot").get(pk=entry.pk)
+    assert (stored.version, stored.balance_after, stored.points) == (2, 12, 7)
+    assert (stored.lot.remaining, stored.lot.is_pending) == (7, pending)
+    assert _balance(member) == ((5, 7) if pending else (12, 0))
+    assert OutboxEvent.objects.filter(event_type="points.awarded").count() == 2
