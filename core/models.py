@@ -19,6 +19,7 @@ class Scope(models.TextChoices):
     EVENTS_WRITE = "events:write", "Send activity events"
     POINTS_AWARD = "points:award", "Award points"
     WEBHOOKS_MANAGE = "webhooks:manage", "Manage webhook subscriptions"
+    ANALYTICS_READ = "analytics:read", "Read the analytics"
 
 
 def validate_scopes(value: object) -> None:

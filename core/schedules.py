@@ -31,6 +31,11 @@ SCHEDULES: tuple[Schedule, ...] = (
     # After the reassessment, so titles of tiers reached overnight are awarded the same night.
     Schedule("Award automatic badges", "rewards.badges_award_catch_up", "15", "19"),  # 03:15 CST
     Schedule("Resume stalled tier reassessments", "tiers.reassessment_watchdog", "*/5", "*"),
+    Schedule("Resume stalled bulk operations", "bulk.operation_watchdog", "*/5", "*"),
+    # 04:00 CST, after the nightly jobs, so the last complete day is in the rollups.
+    Schedule("Publish community health alerts", "analytics.health_alerts_publish", "0", "20"),
+    # More often than the analytics cache expires: dashboards at scale never wait on a cold query.
+    Schedule("Refresh analytics", "analytics.cache_refresh", "*/5", "*"),
 )
 
 

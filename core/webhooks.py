@@ -40,6 +40,7 @@ from django.db.models import F, Max, Q
 from requests.adapters import HTTPAdapter
 
 from core.actors import Actor
+from core.broker import enqueue_on_commit
 from core.db import durable_atomic, is_postgres, require_transaction
 from core.events import domain_event_record
 from core.exceptions import ConflictError, InvalidInputError
@@ -398,7 +399,9 @@ def _enqueue_on_commit(
                 kwargs={"delivery_id": delivery_id, "lease_token": token}, countdown=countdown
             )
 
-    transaction.on_commit(send)
+    # With the broker down the leased deliveries stay due: the next dispatch after the lease
+    # sends them.
+    enqueue_on_commit(send, what="webhook deliveries")
 
 
 def _queue_lease(at: datetime) -> datetime:

@@ -65,14 +65,12 @@ from members.services import (
     member_user_link,
     tags_sync,
 )
-from rewards.models import Badge, Certification, PointsEntry, Reason
-from rewards.services.certifications import certification_grant
+from rewards.models import Badge, PointsEntry, Reason
 from rewards.services.honors import badge_award
-from rewards.services.ledger import points_award, points_deduct
+from rewards.services.ledger import points_deduct
 from tiers.models import Tier
 from tiers.selectors import tier_history_list
 from tiers.services.promotions import tier_promote
-from tiers.services.reassessment import members_tier_reassess
 
 # Shown on the import page; more would bury the first errors the operator needs to fix.
 MAX_ERROR_MESSAGES = 20
@@ -83,7 +81,6 @@ MAX_POINTS_ACTION_MEMBERS = 500
 MAX_PROMOTION_ACTION_MEMBERS = 100
 # A reassessment of the selection is one set-based transaction: at most one job chunk's worth.
 # The whole population is the job ("Run tier reassessment now" under Jobs, or reassess_tiers).
-MAX_REASSESS_ACTION_MEMBERS = settings.LOYALTY_TIER_CHUNK_SIZE
 # The member page shows this many of the latest tier changes; the rest are a link away.
 RECENT_TIER_CHANGES = 10
 
@@ -270,11 +267,11 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
         "export_members_csv",
         "export_tags_csv",
         "erase_personal_data",
-        "award_points",
         "deduct_points",
-        "reassess_tiers",
         "promote_tier",
     )
+    # Award points, grant a certification and reassess tiers run as background jobs on any
+    # selection: bulk/admin.py adds them.
     change_list_template = "admin/members/member/change_list.html"
     add_fieldsets = (
         (None, {"fields": ("external_id", "display_name", "email", "phone", "joined_at", "user")}),
@@ -520,19 +517,6 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
         )
         return None
 
-    @admin.action(description="Award points to selected members", permissions=["award_points"])
-    def award_points(
-        self, request: HttpRequest, queryset: QuerySet[Member]
-    ) -> TemplateResponse | None:
-        return self._points_action(
-            request,
-            queryset,
-            action="award_points",
-            title="Award points",
-            post=points_award,
-            summary="Awarded {points} points to {count} member(s).",
-        )
-
     @admin.action(description="Deduct points from selected members", permissions=["deduct_points"])
     def deduct_points(
         self, request: HttpRequest, queryset: QuerySet[Member]
@@ -545,52 +529,6 @@ class MemberAdmin(ServiceFormMixin, admin.ModelAdmin):
             post=points_deduct,
             summary="Deducted {points} points from {count} member(s).",
         )
-
-    @admin.action(description="Reassess tiers of selected members", permissions=["reassess_tiers"])
-    def reassess_tiers(self, request: HttpRequest, queryset: QuerySet[Member]) -> None:
-        member_ids = list(
-            queryset.filter(erased_at__isnull=True)
-            .order_by("pk")
-            .values_list("pk", flat=True)[: MAX_REASSESS_ACTION_MEMBERS + 1]
-        )
-        if len(member_ids) > MAX_REASSESS_ACTION_MEMBERS:
-            self.message_user(
-                request,
-                f"Select at most {MAX_REASSESS_ACTION_MEMBERS} members; nothing was reassessed. "
-                'For everyone, use "Run tier reassessment now" under Jobs.',
-                messages.ERROR,
-            )
-            return
-        if not member_ids:
-            self.message_user(request, "The selected members are erased.", messages.INFO)
-            return
-        with durable_atomic():
-            counts = members_tier_reassess(
-                member_ids=member_ids, actor=operator_actor(request), at=timezone.now()
-            )
-        moves = ", ".join(
-            f"{source} -> {target}: {count}"
-            for source, row in sorted(counts.matrix.items())
-            for target, count in sorted(row.items())
-            if source != target
-        )
-        message = (
-            f"Reassessed {counts.assessed} member(s) under the rules in force: "
-            f"{counts.changed} changed tier" + (f" ({moves})" if moves else "") + "."
-        )
-        extras = [
-            f"{value} {label}"
-            for value, label in (
-                (counts.grace_started, "entered grace"),
-                (counts.confirmed, "nomination(s) confirmed"),
-                (counts.rolled_back, "nomination(s) rolled back"),
-                (counts.skipped_concurrent, "skipped (changed meanwhile; run again)"),
-            )
-            if value
-        ]
-        if extras:
-            message += " " + "; ".join(extras) + "."
-        self.message_user(request, message, messages.SUCCESS)
 
     @admin.action(
         description="Promote or demote selected members...", permissions=["promote_members"]
@@ -1044,21 +982,6 @@ class BadgeAwardForm(forms.Form):
     )
 
 
-class CertificationGrantForm(forms.Form):
-    """The page of the "Grant a certification" action."""
-
-    certification = forms.ModelChoiceField(
-        queryset=Certification.objects.filter(is_active=True).order_by("level", "code"),
-        empty_label=None,
-    )
-    evidence = forms.CharField(
-        max_length=1000,
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="What shows the member earned it (kept on each grant).",
-    )
-
-
 def _members_action(
     modeladmin: MemberAdmin,
     request: HttpRequest,
@@ -1144,38 +1067,7 @@ def award_badge(
     )
 
 
-@admin.action(
-    description="Grant a certification to selected members...",
-    permissions=["grant_certification"],
-)
-def grant_certification(
-    modeladmin: MemberAdmin, request: HttpRequest, queryset: QuerySet[Member]
-) -> TemplateResponse | None:
-    def apply(member: Member, data: dict[str, Any], actor: Actor, at: Any) -> str:
-        result = certification_grant(
-            member=member,
-            code=data["certification"].code,
-            evidence=data["evidence"],
-            actor=actor,
-            at=at,
-        )
-        return "re-certified" if result.renewed else "certified"
-
-    return _members_action(
-        modeladmin,
-        request,
-        queryset,
-        action="grant_certification",
-        title="Grant a certification",
-        intro="Each of these members is certified (prerequisites must be held; a member who "
-        "lacks one is reported) and their tier is reassessed. Granting a held certification "
-        "again extends it.",
-        form_class=CertificationGrantForm,
-        apply=apply,
-    )
-
-
-MemberAdmin.actions = (*MemberAdmin.actions, award_badge, grant_certification)
+MemberAdmin.actions = (*MemberAdmin.actions, award_badge)
 MemberAdmin.has_award_badge_permission = (  # type: ignore[attr-defined]
     lambda self, request: request.user.has_perm("rewards.award_badge")
 )

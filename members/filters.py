@@ -27,7 +27,12 @@ class TagQueryField(forms.Field):
         for raw in value or []:
             match = TAG_PATTERN.match(raw)
             if match is None:
-                raise forms.ValidationError(f"{raw!r} is not namespace:key or namespace:key=value.")
+                # The value goes in as a parameter: a "%" in it must not reach the %-formatting.
+                raise forms.ValidationError(
+                    "%(raw)r is not namespace:key or namespace:key=value.",
+                    code="invalid",
+                    params={"raw": raw},
+                )
             matches.append(match)
         return matches
 

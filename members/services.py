@@ -180,6 +180,9 @@ def identities_replace(
     wanted = list(dict.fromkeys(identities))
     if len(wanted) != len(identities):
         raise InvalidInputError("The same identity is listed twice.")
+    # Member lock: concurrent replacements of one member's set serialise (else both read the old
+    # set and the member ends with the union of theirs).
+    Member.objects.select_for_update(no_key=True).filter(pk=member.pk).values_list("pk").first()
     taken_query = Identity.objects.none()
     for provider, value in wanted:
         taken_query |= Identity.objects.filter(provider=provider, value=value)
@@ -290,6 +293,15 @@ def _write_namespace_tags(
     A constant number of queries whatever the number of members: one read of the current tags,
     then at most one bulk insert, one bulk update, one delete and one audit insert.
     """
+    # Member lock, in id order (overlapping syncs cannot deadlock): concurrent writes to the same
+    # members' tags serialise here, else two replacements both read the old set and the namespace
+    # ends with the union of theirs, and two inserts of one key collide (a 500).
+    list(
+        Member.objects.select_for_update(no_key=True)
+        .filter(pk__in=list(desired))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     existing: dict[UUID, dict[str, MemberTag]] = {member_id: {} for member_id in desired}
     for tag in MemberTag.objects.filter(member_id__in=list(desired), namespace=namespace):
         existing[tag.member_id][tag.key] = tag

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError
 from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404
@@ -75,10 +76,18 @@ def domain_error_response(error: DomainError, *, instance: str) -> Response:
             code=error.code,
             detail=error.detail,
             instance=instance,
-            errors=error.errors,
+            errors=[_with_pointer(item) for item in error.errors],
             title=error.title,
         )
     )
+
+
+def _with_pointer(item: dict[str, Any]) -> dict[str, Any]:
+    """Services name the field (``attr``); the document also carries its JSON Pointer."""
+    if "pointer" in item:
+        return item
+    attr = item.get("attr")
+    return {**item, "pointer": "#/" + str(attr).replace(".", "/") if attr else "#"}
 
 
 def flatten_errors(detail: Any, path: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
@@ -99,7 +108,8 @@ def flatten_errors(detail: Any, path: tuple[str, ...] = ()) -> Iterator[dict[str
         yield {
             "attr": ".".join(path) or None,
             "pointer": "#/" + "/".join(path) if path else "#",
-            "code": getattr(detail, "code", "invalid"),
+            # django-filter's form errors carry no code: ``None`` would break the documented schema.
+            "code": getattr(detail, "code", None) or "invalid",
             "detail": str(detail),
         }
 
@@ -123,6 +133,15 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
 
     if isinstance(exc, DomainError):
         return domain_error_response(exc, instance=instance)
+    if isinstance(exc, RequestDataTooBig):
+        return problem_response(
+            problem_body(
+                status_code=413,
+                code="request_too_large",
+                detail=f"The body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+                instance=instance,
+            )
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

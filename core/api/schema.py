@@ -2,7 +2,10 @@
 
 from typing import Any
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerExtension,
+)
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
@@ -80,7 +83,63 @@ def add_problem_responses(
                 operation.setdefault("parameters", []).append(_IDEMPOTENCY_PARAMETER)
             for code in codes:
                 operation["responses"].setdefault(code, _problem(code))
+            for code, response in operation["responses"].items():
+                # A view's own error response (``OpenApiResponse(description=...)``) is a problem too.
+                if code.isdigit() and int(code) >= 400 and "content" not in response:
+                    response["content"] = {"application/problem+json": {"schema": PROBLEM_REF}}
+    _allow_blank_formats(result["components"]["schemas"])
+    _add_links(result.get("paths", {}))
     return result
+
+
+# OpenAPI links (what a client, or a stateful fuzzer, can call next with an answer's values):
+# (path, method, status) -> [(link name, target path, target method, parameters)].
+_MEMBER_FROM_BODY = {"member_id": "$response.body#/id"}
+_MEMBER_FROM_PATH = {"member_id": "$request.path.member_id"}
+_LINKS = {
+    ("/api/v1/members/", "post", "201"): [
+        ("GetMember", "/api/v1/members/{member_id}/", "get", _MEMBER_FROM_BODY),
+        ("AwardPoints", "/api/v1/members/{member_id}/points/awards/", "post", _MEMBER_FROM_BODY),
+        ("GetBalance", "/api/v1/members/{member_id}/points/", "get", _MEMBER_FROM_BODY),
+    ],
+    ("/api/v1/members/{member_id}/points/awards/", "post", "201"): [
+        ("GetBalance", "/api/v1/members/{member_id}/points/", "get", _MEMBER_FROM_PATH),
+        ("ListEntries", "/api/v1/members/{member_id}/points/entries/", "get", _MEMBER_FROM_PATH),
+        (
+            "ReverseEntry",
+            "/api/v1/points/entries/{entry_id}/reversal/",
+            "post",
+            {"entry_id": "$response.body#/id"},
+        ),
+    ],
+}
+
+
+def _add_links(paths: dict[str, Any]) -> None:
+    for (path, method, code), links in _LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(code)
+        if response is None:
+            continue
+        for name, target_path, target_method, parameters in links:
+            target = paths.get(target_path, {}).get(target_method)
+            if target is not None:
+                response.setdefault("links", {})[name] = {
+                    "operationId": target["operationId"],
+                    "parameters": parameters,
+                }
+
+
+_BLANKABLE_FORMATS = {"email", "uri"}
+
+
+def _allow_blank_formats(schemas: dict[str, Any]) -> None:
+    """A read-only email or URL copied from a model field is "" when the member or operator left
+    it blank, which no ``format`` accepts: document the empty string as the other allowed value."""
+    for component in schemas.values():
+        for prop in (component.get("properties") or {}).values():
+            if prop.get("readOnly") and prop.get("format") in _BLANKABLE_FORMATS:
+                blank_format = prop.pop("format")
+                prop["anyOf"] = [{"format": blank_format}, {"maxLength": 0}]
 
 
 class LoyaltyJWTScheme(OpenApiAuthenticationExtension):
@@ -107,3 +166,16 @@ class PartnerKeyScheme(OpenApiAuthenticationExtension):
             "name": "Authorization",
             "description": 'Partner API key: "Api-Key <key>" (the X-Api-Key header also works).',
         }
+
+
+class StrictInputScheme(OpenApiSerializerExtension):
+    """Input serializers refuse unknown fields (400): the schema says so, so that generated
+    clients and fuzzers do not send them as valid."""
+
+    target_class = "core.api.serializers.StrictInputSerializer"
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema["additionalProperties"] = False
+        return schema

@@ -1,13 +1,17 @@
 """Per-client rate limits: keyed by member, partner or operator, never by a shared IP."""
 
+import logging
 from typing import Any
 
+import redis
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from core.api.authentication import MemberPrincipal, PartnerPrincipal
 from core.api.permissions import role_of
+
+logger = logging.getLogger(__name__)
 
 
 class ClientRateThrottle(SimpleRateThrottle):
@@ -21,7 +25,13 @@ class ClientRateThrottle(SimpleRateThrottle):
         self.scope = role_of(request.user)
         self.rate = api_settings.DEFAULT_THROTTLE_RATES[self.scope]
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        try:
+            return super().allow_request(request, view)
+        except (redis.RedisError, OSError):
+            # The cache (Redis) is down: serve without the limit rather than fail every request;
+            # the database, not the cache, guards every invariant.
+            logger.warning("Rate limit not applied: the cache is unavailable.", exc_info=True)
+            return True
 
     def get_cache_key(self, request: Request, view: Any) -> str:
         user = request.user

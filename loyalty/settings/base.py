@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "members",
     "tiers",
     "rewards",
+    "bulk",
+    "analytics",
 ]
 
 MIDDLEWARE = [
@@ -162,7 +164,7 @@ REST_FRAMEWORK = {
         "anonymous": env.str("LOYALTY_THROTTLE_ANONYMOUS", default="120/min"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.api.parsers.JSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "core.api.pagination.CreatedCursorPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -341,6 +343,8 @@ LOYALTY_EVENT_MAX_FUTURE_SECONDS = env.int("LOYALTY_EVENT_MAX_FUTURE_SECONDS", d
 LOYALTY_MEMBER_EVENT_MAX_AGE_HOURS = env.int("LOYALTY_MEMBER_EVENT_MAX_AGE_HOURS", default=24)
 LOYALTY_EVENT_MAX_PROPERTIES_BYTES = env.int("LOYALTY_EVENT_MAX_PROPERTIES_BYTES", default=4096)
 LOYALTY_EVENT_MAX_PROPERTIES_KEYS = env.int("LOYALTY_EVENT_MAX_PROPERTIES_KEYS", default=50)
+# Nesting of objects and lists inside an event's properties (1 = flat values only).
+LOYALTY_EVENT_MAX_PROPERTIES_DEPTH = env.int("LOYALTY_EVENT_MAX_PROPERTIES_DEPTH", default=4)
 # A batch of LOYALTY_MAX_BATCH_ITEMS events with full properties must fit in one request body.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=6 * 1024 * 1024)
 LOYALTY_SILENT_DAYS = env.int("LOYALTY_SILENT_DAYS", default=7)
@@ -406,3 +410,64 @@ LOYALTY_CREDENTIAL_ISSUER = {
 }
 # Largest credential the public verification endpoint reads (bytes); larger bodies are 413.
 LOYALTY_CREDENTIAL_MAX_BYTES = env.int("LOYALTY_CREDENTIAL_MAX_BYTES", default=64 * 1024)
+
+# --- More than one machine: read replica, routing, connection pooling (docs/deployment.md) -----
+# A streaming replica of the primary for analytics reads; everything else reads and writes the
+# primary (core/db_router.py). Tests mirror it onto the default database.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = {
+        **env.db_url_config(DATABASE_REPLICA_URL),
+        "TEST": {"MIRROR": "default"},
+    }
+DATABASE_ROUTERS = ["core.db_router.PrimaryReplicaRouter"]
+LOYALTY_ANALYTICS_DATABASE = env.str(
+    "LOYALTY_ANALYTICS_DATABASE", default="replica" if DATABASE_REPLICA_URL else "default"
+)
+if LOYALTY_ANALYTICS_DATABASE not in DATABASES:
+    raise ImproperlyConfigured(
+        f"LOYALTY_ANALYTICS_DATABASE={LOYALTY_ANALYTICS_DATABASE!r} is not a configured database."
+    )
+# DB_POOL=true: a psycopg connection pool per process (Django's "pool" option) instead of one
+# persistent connection per thread; pooled connections cannot also be persistent. Behind
+# PgBouncer in transaction mode keep DB_POOL off and set DB_DISABLE_SERVER_SIDE_CURSORS=true.
+DB_POOL = env.bool("DB_POOL", default=False)
+for _alias, _database in DATABASES.items():
+    if not _database["ENGINE"].endswith("postgresql"):
+        continue
+    if _alias != "default":
+        _database.setdefault("CONN_MAX_AGE", DATABASES["default"]["CONN_MAX_AGE"])
+        _database.setdefault("CONN_HEALTH_CHECKS", True)
+        _database["OPTIONS"] = {**DATABASES["default"]["OPTIONS"], **_database.get("OPTIONS", {})}
+    if DB_POOL:
+        _database["CONN_MAX_AGE"] = 0
+        _database["OPTIONS"]["pool"] = {
+            "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+            "max_size": env.int("DB_POOL_MAX_SIZE", default=10),
+            "timeout": env.float("DB_POOL_TIMEOUT_SECONDS", default=5.0),
+        }
+    _database["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+        "DB_DISABLE_SERVER_SIDE_CURSORS", default=False
+    )
+
+# --- Analytics (LOYALTY_ANALYTICS_..., LOYALTY_HEALTH_...) ---------------------------------------
+# Analytics results are cached this long (keyed by parameters and the business hour; 0 = off).
+LOYALTY_ANALYTICS_CACHE_SECONDS = env.int("LOYALTY_ANALYTICS_CACHE_SECONDS", default=300)
+# Retention cells of weeks too old to receive events any more are kept this long.
+LOYALTY_ANALYTICS_CLOSED_WEEKS_CACHE_SECONDS = env.int(
+    "LOYALTY_ANALYTICS_CLOSED_WEEKS_CACHE_SECONDS", default=86400
+)
+# Funnel "regular participation": active on this many distinct days within the window that
+# starts on the day of the first interaction (the active tier's rule: 4 days in 30).
+LOYALTY_ANALYTICS_REGULAR_DAYS = env.int("LOYALTY_ANALYTICS_REGULAR_DAYS", default=4)
+LOYALTY_ANALYTICS_REGULAR_WINDOW_DAYS = env.int("LOYALTY_ANALYTICS_REGULAR_WINDOW_DAYS", default=30)
+LOYALTY_ANALYTICS_FUNNEL_DEFAULT_DAYS = env.int("LOYALTY_ANALYTICS_FUNNEL_DEFAULT_DAYS", default=90)
+LOYALTY_ANALYTICS_FUNNEL_MAX_DAYS = env.int("LOYALTY_ANALYTICS_FUNNEL_MAX_DAYS", default=366)
+LOYALTY_ANALYTICS_MAX_WEEKS = env.int("LOYALTY_ANALYTICS_MAX_WEEKS", default=52)
+# Community health alerts: weekly post density down by this share or more (0.20 = 20%)...
+LOYALTY_HEALTH_POST_DENSITY_DROP = env.float("LOYALTY_HEALTH_POST_DENSITY_DROP", default=0.20)
+# ...shares per day (last 7 days) under this...
+LOYALTY_HEALTH_MIN_SHARES_PER_DAY = env.float("LOYALTY_HEALTH_MIN_SHARES_PER_DAY", default=5.0)
+# ...and the share of members with no interaction for LOYALTY_HEALTH_SILENT_DAYS above this.
+LOYALTY_HEALTH_SILENT_DAYS = env.int("LOYALTY_HEALTH_SILENT_DAYS", default=30)
+LOYALTY_HEALTH_MAX_SILENT_SHARE = env.float("LOYALTY_HEALTH_MAX_SILENT_SHARE", default=0.50)

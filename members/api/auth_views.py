@@ -1,7 +1,7 @@
 """Sign-in: operator and member JWTs from username/password, refresh, partner-minted member tokens."""
 
 from django.contrib.auth import authenticate, get_user_model
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -87,7 +87,13 @@ class MemberTokenView(APIView):
 
     partner_scopes = {"POST": Scope.MEMBERS_TOKEN}
 
-    @extend_schema(request=MemberTokenInputSerializer, responses=TokenPairSerializer)
+    @extend_schema(
+        request=MemberTokenInputSerializer,
+        responses={
+            200: TokenPairSerializer,
+            404: OpenApiResponse(description="No member with this external_id."),
+        },
+    )
     def post(self, request: Request) -> Response:
         data = MemberTokenInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -239,6 +239,27 @@ def _properties_validate(value: dict[str, Any]) -> None:
             f"At most {settings.LOYALTY_EVENT_MAX_PROPERTIES_BYTES} bytes of JSON.",
             code="too_large",
         )
+    if _json_depth(value) > settings.LOYALTY_EVENT_MAX_PROPERTIES_DEPTH:
+        raise serializers.ValidationError(
+            f"At most {settings.LOYALTY_EVENT_MAX_PROPERTIES_DEPTH} levels of nesting.",
+            code="too_deep",
+        )
+
+
+def _json_depth(value: Any) -> int:
+    """Levels of objects and lists in a parsed JSON value (a flat object is 1), iteratively."""
+    depth, level = 0, [value]
+    while level:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            return depth
+        depth += 1
+        level = [
+            child
+            for item in containers
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+    return depth
 
 
 def _properties_field() -> serializers.DictField:

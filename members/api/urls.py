@@ -7,6 +7,7 @@ urlpatterns = [
     path("auth/token/refresh/", auth_views.TokenRefreshView.as_view(), name="auth-token-refresh"),
     path("auth/member-tokens/", auth_views.MemberTokenView.as_view(), name="auth-member-tokens"),
     path("members/", views.MemberListCreateView.as_view(), name="member-list"),
+    path("members/export/", views.MemberExportView.as_view(), name="member-export"),
     path("members/<uuid:member_id>/", views.MemberDetailView.as_view(), name="member-detail"),
     path(
         "members/<uuid:member_id>/identities/",

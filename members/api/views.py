@@ -5,11 +5,13 @@ from typing import Any
 from uuid import UUID
 
 from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -46,6 +48,7 @@ from members.api.serializers import (
     TagSyncResponseSerializer,
     TagSyncSerializer,
 )
+from members.csv_io import csv_stream, members_csv_rows
 from members.filters import ActivityEventFilter, MemberFilter
 from members.models import ActivityEvent, Member
 from members.services import TagInput, TagSyncItem, TagSyncMode
@@ -197,7 +200,10 @@ class TagSyncView(APIView):
 
     @extend_schema(
         request=TagSyncDocumentedSerializer,
-        responses=TagSyncResponseSerializer,
+        responses={
+            200: TagSyncResponseSerializer,
+            404: OpenApiResponse(description="unknown_namespace: no partner owns the namespace."),
+        },
         description=(
             "Bulk tag sync for up to 1,000 members in one namespace. `replace` makes each listed "
             "member's tags exactly the given set; `merge` adds and updates, removing nothing. "
@@ -472,3 +478,58 @@ class MemberMetricsView(APIView):
             member_id=member.pk, as_of=as_of, window_days=window_days, metrics=metrics
         )
         return Response(MemberMetricsSerializer(body).data)
+
+
+# --- CSV export ----------------------------------------------------------------------------------
+
+
+class MemberCsvRenderer(BaseRenderer):
+    """Lets a client ask for ``text/csv``; the export streams its own body, and an error (a
+    problem document) is still JSON."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: dict[str, Any] | None = None,
+    ) -> bytes:
+        return JSONRenderer().render(data)
+
+
+class MemberExportView(generics.GenericAPIView):
+    """Any filtered member list as CSV, streamed."""
+
+    filterset_class = MemberFilter
+    pagination_class = None
+    renderer_classes = (JSONRenderer, MemberCsvRenderer)
+    operator_permissions = {"GET": ["members.view_member"]}
+    partner_scopes = {"GET": Scope.MEMBERS_READ}
+
+    def get_queryset(self) -> QuerySet[Member]:
+        return selectors.member_list_for_actor(actor=actor_of(self.request))
+
+    @extend_schema(
+        filters=True,
+        parameters=[OpenApiParameter("format", exclude=True)],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+        description=(
+            "The members matching the filters of `GET members/` as a CSV file (UTF-8 with a byte "
+            "order mark), streamed, by external_id: id, external_id, display_name, email, "
+            "phone, tier, lifecycle_stage, joined_at, tags (`namespace:key=value;...`), "
+            "points_available, points_pending, points_lifetime_earned. Read in chunks with a "
+            "constant number of queries per chunk, so any size streams in flat memory."
+        ),
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        members = self.filter_queryset(self.get_queryset())
+        response = StreamingHttpResponse(
+            csv_stream(rows=members_csv_rows(members=members)),
+            content_type="text/csv; charset=utf-8",
+        )
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response["Content-Disposition"] = f'attachment; filename="members-{stamp}.csv"'
+        return response

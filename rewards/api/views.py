@@ -5,7 +5,7 @@ from uuid import UUID
 
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
@@ -502,7 +502,7 @@ class MeRedemptionsView(APIView):
 
     @extend_schema(
         request=MeRedemptionInputSerializer,
-        responses={201: RedemptionSerializer},
+        responses={201: RedemptionSerializer, 404: OpenApiResponse(description="No such reward.")},
         description="Redeem a reward for myself (as POST rewards/{id}/redemptions/).",
     )
     def post(self, request: Request) -> Response:
@@ -535,7 +535,10 @@ class RedemptionDetailView(APIView):
 
     @extend_schema(
         request=RedemptionUpdateInputSerializer,
-        responses=RedemptionSerializer,
+        responses={
+            200: RedemptionSerializer,
+            409: OpenApiResponse(description="already_cancelled, already_fulfilled."),
+        },
         description=(
             "Fulfil (operators with rewards.fulfil_redemption) or cancel (operators with "
             "rewards.cancel_redemption, with a reason; a member their own requested "

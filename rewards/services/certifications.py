@@ -1,9 +1,11 @@
 """Certifications (the capability rung): granting with evidence, re-certifying, revoking, and the
 daily expiry. Each change reassesses the member's tier after commit and writes an outbox event."""
 
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from uuid import UUID
 
 from django.conf import settings
@@ -11,7 +13,8 @@ from django.db import transaction
 from django.db.models import Q
 
 from core.actors import Actor
-from core.db import chunked
+from core.broker import enqueue_on_commit
+from core.db import chunked, require_transaction
 from core.events import DomainEvent, domain_event_record, domain_events_record
 from core.exceptions import ConflictError, InvalidInputError
 from members.models import Member
@@ -33,8 +36,13 @@ def _reassess_after_commit(member_ids: list[UUID], trigger: str) -> None:
     from tiers.tasks import reassess_members_task
 
     if member_ids:
-        reassess_members_task.delay_on_commit(
-            member_ids=[str(member_id) for member_id in member_ids], trigger=trigger
+        enqueue_on_commit(
+            partial(
+                reassess_members_task.delay,
+                member_ids=[str(member_id) for member_id in member_ids],
+                trigger=trigger,
+            ),
+            what="the members' tier reassessment",
         )
 
 
@@ -229,3 +237,156 @@ def certifications_expire(
         if progress:
             progress(len(batch))
     return len(rows)
+
+
+# --- Many members at once (bulk operations) -----------------------------------------------------
+
+GRANT_GRANTED = "granted"
+GRANT_ALREADY_HELD = "already_held"
+GRANT_PREREQUISITE_MISSING = "prerequisite_missing"
+
+
+def certification_grant_validate(
+    *, code: str, at: datetime, expires_at: datetime | None = None
+) -> Certification:
+    """The active certification ``code``, checked as ``certification_grant`` checks its input.
+
+    :raises InvalidInputError: for an unknown or inactive certification or a past ``expires_at``.
+    """
+    certification = _certification_get(code)
+    if expires_at is not None and expires_at <= at:
+        raise InvalidInputError(
+            "expires_at must be in the future.",
+            errors=[{"attr": "expires_at", "code": "in_past", "detail": "Must be in the future."}],
+        )
+    return certification
+
+
+def _prerequisites_missing(
+    certification: Certification, *, member_ids: list[UUID], at: datetime
+) -> dict[UUID, tuple[str, str]]:
+    """The members lacking a prerequisite of ``certification`` (one query), with what they lack."""
+    prerequisites = set(certification.prerequisites.values_list("code", flat=True))
+    if not prerequisites:
+        return {}
+    held: dict[UUID, set[str]] = defaultdict(set)
+    for member_id, held_code in CertificationGrant.objects.filter(
+        Q(member_id__in=member_ids, certification_id__in=prerequisites, revoked_at__isnull=True)
+        & (Q(expires_at__isnull=True) | Q(expires_at__gt=at))
+    ).values_list("member_id", "certification_id"):
+        held[member_id].add(held_code)
+    outcomes = {}
+    for member_id in member_ids:
+        missing = sorted(prerequisites - held[member_id])
+        if missing:
+            outcomes[member_id] = (
+                GRANT_PREREQUISITE_MISSING,
+                f"{certification.code} requires {', '.join(missing)} first.",
+            )
+    return outcomes
+
+
+def certifications_grant_batch(
+    *,
+    member_ids: Sequence[UUID],
+    code: str,
+    actor: Actor,
+    at: datetime,
+    evidence: str = "",
+    expires_at: datetime | None = None,
+) -> dict[UUID, tuple[str, str]]:
+    """Certify many members at once, set-based, in the caller's transaction. Returns each found
+    member's ``(outcome, detail)``: ``granted`` (afresh when revoked or expired), ``already_held``
+    (left as it is: a bulk grant never extends) or ``prerequisite_missing``. A fixed number of
+    queries whatever the number of members.
+
+    :raises InvalidInputError: for an unknown or inactive certification or a past ``expires_at``.
+    """
+    require_transaction()
+    certification = certification_grant_validate(code=code, at=at, expires_at=expires_at)
+    if expires_at is None and certification.validity_days:
+        expires_at = at + timedelta(days=certification.validity_days)
+    wanted = sorted(set(member_ids))
+    # The members' rows, in id order, as certification_grant locks its one member: concurrent
+    # grants of the same members serialise and cannot deadlock.
+    external_ids = dict(
+        Member.objects.select_for_update()
+        .filter(pk__in=wanted)
+        .order_by("pk")
+        .values_list("pk", "external_id")
+    )
+    outcomes = _prerequisites_missing(certification, member_ids=list(external_ids), at=at)
+    existing = {
+        grant.member_id: grant
+        for grant in CertificationGrant.objects.filter(
+            member_id__in=wanted, certification=certification
+        )
+    }
+    created: list[CertificationGrant] = []
+    refreshed: list[CertificationGrant] = []
+    granted: list[UUID] = []
+    for member_id in external_ids:
+        if member_id in outcomes:
+            continue
+        grant = existing.get(member_id)
+        if _held(grant, at):
+            outcomes[member_id] = (GRANT_ALREADY_HELD, "")
+            continue
+        if grant is None:
+            created.append(
+                CertificationGrant(
+                    member_id=member_id,
+                    certification=certification,
+                    granted_at=at,
+                    expires_at=expires_at,
+                    evidence=evidence,
+                    granted_by=actor.label,
+                    updated_at=at,
+                )
+            )
+        else:
+            grant.granted_at, grant.expires_at = at, expires_at
+            grant.revoked_at, grant.revoked_by, grant.revoke_reason = None, "", ""
+            grant.evidence = evidence or grant.evidence
+            grant.granted_by, grant.updated_at = actor.label, at
+            refreshed.append(grant)
+        outcomes[member_id] = (GRANT_GRANTED, "")
+        granted.append(member_id)
+    if created:
+        CertificationGrant.objects.bulk_create(created)
+    if refreshed:
+        CertificationGrant.objects.bulk_update(
+            refreshed,
+            [
+                "granted_at",
+                "expires_at",
+                "revoked_at",
+                "revoked_by",
+                "revoke_reason",
+                "evidence",
+                "granted_by",
+                "updated_at",
+            ],
+        )
+    if granted:
+        domain_events_record(
+            events=[
+                DomainEvent(
+                    "certification.granted",
+                    str(member_id),
+                    {
+                        "member_id": str(member_id),
+                        "external_id": external_ids[member_id],
+                        "certification": code,
+                        "renewed": False,
+                        "expires_at": expires_at.isoformat() if expires_at else None,
+                    },
+                    at,
+                )
+                for member_id in granted
+            ],
+            at=at,
+        )
+        _reassess_after_commit(granted, "certification")
+        badges_award_automatic(member_ids=granted, at=at, rule_kinds=(CERTIFICATION,))
+    return outcomes

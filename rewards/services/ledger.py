@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +24,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Sum
 
 from core.actors import Actor
+from core.broker import enqueue_on_commit
 from core.db import insert_parts, is_postgres, joins_transaction, require_transaction
 from core.events import DomainEvent, domain_events_record, outbox_rows
 from core.exceptions import ConflictError, InvalidInputError
@@ -554,7 +556,10 @@ def _tier_reassess_after_commit(member_id: UUID, trigger: str) -> None:
     """Qualifying points moved a lot: reassess the member's tier once this commits."""
     from tiers.tasks import reassess_members_task  # the tier engine reads the ledger
 
-    reassess_members_task.delay_on_commit(member_ids=[str(member_id)], trigger=trigger)
+    enqueue_on_commit(
+        partial(reassess_members_task.delay, member_ids=[str(member_id)], trigger=trigger),
+        what="the member's tier reassessment",
+    )
 
 
 @joins_transaction

@@ -376,10 +376,11 @@ def test_members_csv_export_streams_the_selected_members_with_their_tags(
         r'attachment; filename="members-\d{8}-\d{6}\.csv"', response["Content-Disposition"]
     )
     assert _csv(response) == (
-        "\ufeffid,external_id,display_name,email,phone,tier,lifecycle_stage,joined_at,tags\r\n"
+        "\ufeffid,external_id,display_name,email,phone,tier,lifecycle_stage,joined_at,tags,"
+        "points_available,points_pending,points_lifetime_earned\r\n"
         f"{ann.pk},ext-1,Ann,ann@example.com,+86 138,basic,new,2025-01-02T03:04:05+00:00,"
-        "shop:age=30;shop:vip=gold\r\n"
-        f"{bob.pk},ext-2,'=HYPERLINK(1),,,basic,new,2025-01-02T03:04:05+00:00,\r\n"
+        "shop:age=30;shop:vip=gold,0,0,0\r\n"
+        f"{bob.pk},ext-2,'=HYPERLINK(1),,,basic,new,2025-01-02T03:04:05+00:00,,0,0,0\r\n"
     )
 
 

@@ -307,15 +307,15 @@ def test_award_action_asks_for_the_points_first(client, superuser, make_member):
     )
 
     assert response.status_code == 200
-    assert response.templates[0].name == "admin/members/member/points_action.html"
-    assert list(response.context["members"]) == [ann]
-    assert list(response.context["form"].fields) == ["points", "reason", "note"]
+    assert response.templates[0].name == "admin/bulk/action_form.html"
+    assert response.context["member_count"] == 1
+    assert list(response.context["form"].fields) == ["points", "reason", "note", "expires_at"]
     assert b'name="apply"' in response.content
     assert PointsEntry.objects.count() == 0
 
 
 def test_award_action_posts_the_exact_points_to_each_selected_member(
-    client, superuser, make_member
+    client, superuser, make_member, django_capture_on_commit_callbacks
 ):
     ann = make_member("ext-ann", display_name="Ann")
     bob = make_member("ext-bob", display_name="Bob")
@@ -323,7 +323,10 @@ def test_award_action_posts_the_exact_points_to_each_selected_member(
     _award(bob, 5)
     client.force_login(superuser)
 
-    with time_machine.travel(ACTION_AT, tick=False):
+    with (
+        time_machine.travel(ACTION_AT, tick=False),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
         response = client.post(
             MEMBERS,
             {
@@ -337,7 +340,7 @@ def test_award_action_posts_the_exact_points_to_each_selected_member(
         )
 
     assert response.status_code == 302
-    assert _messages(response) == ["Awarded 25 points to 2 member(s)."]
+    assert _messages(response) == ["Award points: started a background job for 2 member(s)."]
     assert (_available(ann), _available(bob)) == (25, 30)
     assert not PointsAccount.objects.filter(pk=carl.pk).exists()
     entry = PointsEntry.objects.get(member=ann)
@@ -406,34 +409,35 @@ def test_points_action_with_an_invalid_form_shows_it_again_and_posts_nothing(
     )
 
     assert response.status_code == 200
-    assert response.templates[0].name == "admin/members/member/points_action.html"
+    assert response.templates[0].name == "admin/bulk/action_form.html"
     assert response.context["form"].errors
     assert PointsEntry.objects.count() == 0
     assert not PointsAccount.objects.filter(pk=ann.pk).exists()
 
 
-def test_points_actions_skip_erased_members(client, superuser, make_member):
+def test_points_actions_skip_erased_members(
+    client, superuser, make_member, django_capture_on_commit_callbacks
+):
     ann = make_member("ext-ann", display_name="Ann")
     gone = make_member("ext-gone", display_name="Gone")
     member_erase(member=gone, actor=SYSTEM, at=SET_UP_AT)
     client.force_login(superuser)
 
-    response = client.post(
-        MEMBERS,
-        {
-            "action": "award_points",
-            "_selected_action": [str(ann.pk), str(gone.pk)],
-            "apply": "Award points",
-            "points": "10",
-            "reason": "manual",
-        },
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            MEMBERS,
+            {
+                "action": "award_points",
+                "_selected_action": [str(ann.pk), str(gone.pk)],
+                "apply": "Award points",
+                "points": "10",
+                "reason": "manual",
+            },
+        )
 
     assert response.status_code == 302
-    assert _messages(response) == [
-        "Skipped 1 erased member(s).",
-        "Awarded 10 points to 1 member(s).",
-    ]
+    # Erased members are left out of the job's selection.
+    assert _messages(response) == ["Award points: started a background job for 1 member(s)."]
     assert _available(ann) == 10
     assert PointsEntry.objects.filter(member=gone).count() == 0
     assert ledger_violations() == []
@@ -453,9 +457,10 @@ def test_points_action_on_erased_members_only_asks_nothing(client, superuser, ma
     assert PointsEntry.objects.count() == 0
 
 
-def test_points_action_refuses_more_members_than_the_limit(
+def test_deduct_action_refuses_more_members_than_the_limit(
     client, superuser, make_member, monkeypatch
 ):
+    # The award action is a background job on any selection (tests/bulk); deducting is capped.
     monkeypatch.setattr("members.admin.MAX_POINTS_ACTION_MEMBERS", 1)
     ann = make_member("ext-ann", display_name="Ann")
     bob = make_member("ext-bob", display_name="Bob")
@@ -464,9 +469,9 @@ def test_points_action_refuses_more_members_than_the_limit(
     response = client.post(
         MEMBERS,
         {
-            "action": "award_points",
+            "action": "deduct_points",
             "_selected_action": [str(ann.pk), str(bob.pk)],
-            "apply": "Award points",
+            "apply": "Deduct points",
             "points": "10",
             "reason": "manual",
         },
@@ -523,20 +528,23 @@ def test_an_operator_without_the_award_permission_cannot_run_the_action(client, 
     assert not PointsAccount.objects.filter(pk=ann.pk).exists()
 
 
-def test_an_operator_with_the_award_permission_awards_as_themselves(client, make_member):
+def test_an_operator_with_the_award_permission_awards_as_themselves(
+    client, make_member, django_capture_on_commit_callbacks
+):
     ann = make_member("ext-ann", display_name="Ann")
     operator = _operator(client, "members.view_member", "rewards.award_points")
 
-    response = client.post(
-        MEMBERS,
-        {
-            "action": "award_points",
-            "_selected_action": [str(ann.pk)],
-            "apply": "Award points",
-            "points": "7",
-            "reason": "manual",
-        },
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            MEMBERS,
+            {
+                "action": "award_points",
+                "_selected_action": [str(ann.pk)],
+                "apply": "Award points",
+                "points": "7",
+                "reason": "manual",
+            },
+        )
 
     assert response.status_code == 302
     assert _available(ann) == 7

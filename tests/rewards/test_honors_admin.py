@@ -8,6 +8,7 @@ from django.contrib.auth.models import Permission, User
 from django.contrib.messages import get_messages
 from django.utils import timezone
 
+from bulk.models import BulkItem
 from core.actors import system_actor
 from rewards.models import Badge, CertificationGrant, MemberBadge
 from rewards.services.certifications import certification_grant
@@ -68,27 +69,32 @@ def test_award_a_badge_to_selected_members(client, make_member) -> None:
     assert _messages(response) == ["Award a badge: 2 already held."]
 
 
-def test_grant_a_certification_to_selected_members_reports_refusals(client, make_member) -> None:
+def test_grant_a_certification_to_selected_members_reports_refusals(
+    client, make_member, django_capture_on_commit_callbacks
+) -> None:
     ready, unready = make_member("ready"), make_member("unready")
     certification_grant(member=ready, code="onboarding", actor=ACTOR, at=timezone.now())
     _operator(client, "members.view_member", "rewards.grant_certification")
 
-    response = client.post(
-        MEMBERS,
-        {
-            "action": "grant_certification",
-            "_selected_action": [str(ready.pk), str(unready.pk)],
-            "apply": "1",
-            "certification": "content-creator",
-            "evidence": "Course passed",
-        },
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            MEMBERS,
+            {
+                "action": "grant_certification",
+                "_selected_action": [str(ready.pk), str(unready.pk)],
+                "apply": "1",
+                "certification": "content-creator",
+                "evidence": "Course passed",
+            },
+        )
 
     assert CertificationGrant.objects.filter(certification="content-creator").count() == 1
     assert CertificationGrant.objects.get(certification="content-creator").member_id == ready.pk
-    messages = _messages(response)
-    assert messages[0].startswith("unready: ")
-    assert messages[1] == "Grant a certification: 1 certified."
+    # A background job (bulk app): the refusal is the unready member's failed item.
+    assert _messages(response) == [
+        "Grant a certification: started a background job for 2 member(s)."
+    ]
+    assert BulkItem.objects.get(member=unready).outcome == "prerequisite_missing"
 
 
 def test_revoke_selected_grants(client, make_member) -> None:

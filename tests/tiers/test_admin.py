@@ -677,18 +677,19 @@ def test_member_page_shows_tier_state_and_recent_tier_changes(client, regular) -
 
 
 def test_reassess_action_reassesses_the_selection_and_reports_counts(
-    client, regular, make_member
+    client, regular, make_member, django_capture_on_commit_callbacks
 ) -> None:
     idle = make_member("idle")
 
-    response = client.post(
-        MEMBERS, {"action": "reassess_tiers", "_selected_action": [regular.pk, idle.pk]}
-    )
+    # A background job (bulk app) after a confirmation page.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            MEMBERS,
+            {"action": "reassess_tiers", "_selected_action": [regular.pk, idle.pk], "apply": "1"},
+        )
 
     assert response.status_code == 302
-    assert _messages(response) == [
-        "Reassessed 2 member(s) under the rules in force: 1 changed tier (basic -> active: 1)."
-    ]
+    assert _messages(response) == ["Reassess tiers: started a background job for 2 member(s)."]
     assert dict(Member.objects.values_list("external_id", "tier_id")) == {
         "regular": "active",
         "idle": "basic",

@@ -52,14 +52,13 @@ def _tier_get(code: str) -> Tier:
 def _member_lock(member_id: object) -> Member:
     # Tier-state lock: promotions, reviews and single-member reassessments of one member queue
     # here; the population job needs no lock (its writes are compare-and-set on tier_version).
-    member = (
-        Member.objects.select_for_update()
-        .select_related("tier")
-        .filter(pk=member_id, erased_at__isnull=True)
-        .first()
-    )
+    # No join in the locking query: PostgreSQL re-checks a join against the row a concurrent
+    # promotion just changed (a new tier_code) and would drop it, answering 404
+    # (tests/security/test_races.py).
+    member = Member.objects.select_for_update().filter(pk=member_id, erased_at__isnull=True).first()
     if member is None:
         raise NotFoundError("No member with this id.")
+    member.tier = Tier.objects.get(pk=member.tier_id)
     return member
 
 
