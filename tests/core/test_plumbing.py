@@ -166,13 +166,19 @@ def test_create_partner_rejects_unknown_scope(db):
 
 
 def test_seed_demo_is_idempotent_and_prints_working_credentials(db):
-    from members.models import Member
+    from members.models import Member, MemberDailyActivity
 
-    call_command("seed_demo", "--members", "5", stdout=io.StringIO(), stderr=io.StringIO())
+    seed = ("seed_demo", "--members", "5", "--history-members", "30")
+    call_command(*seed, stdout=io.StringIO(), stderr=io.StringIO())
     out = io.StringIO()
-    call_command("seed_demo", "--members", "5", stdout=out, stderr=io.StringIO())
+    call_command(*seed, stdout=out, stderr=io.StringIO())
 
-    assert Member.objects.count() == 5
+    assert Member.objects.filter(external_id__startswith="demo-").count() == 5
+    # The community's past: members with weeks of activity, assessed under the ladder once.
+    history = Member.objects.filter(external_id__startswith="history-")
+    assert history.count() == 30
+    assert history.exclude(tier="basic").exists()
+    assert MemberDailyActivity.objects.filter(member__in=history).exists()
     key = out.getvalue().split("all scopes):")[1].split()[0]
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")

@@ -16,6 +16,7 @@ from core.models import Partner, Scope
 from core.schedules import schedules_sync
 from core.services import partner_create, partner_key_issue, partner_keys_revoke
 from members.activity import EventInput, events_ingest
+from members.load_data import load_data_generate
 from members.models import Member, TagCategory
 from members.selectors import member_ids_by_external_id
 from members.services import (
@@ -38,6 +39,11 @@ MEMBER_USERNAME = "member"
 MEMBER_PASSWORD = "member-demo-password"  # noqa: S105 - demo credentials, printed on purpose
 PARTNER_NAME = "Demo Shop"
 
+# A community with a past: joins over the last year, 90 days of activity (members/load_data.py).
+HISTORY_PREFIX = "history-"
+HISTORY_MEMBERS = 2000
+HISTORY_DAYS = 90
+
 _INTERESTS = ("skincare", "coffee", "outdoor", "gaming", "fashion", "fitness")
 
 
@@ -48,6 +54,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--members", type=int, default=200)
+        parser.add_argument(
+            "--history-members",
+            type=int,
+            default=HISTORY_MEMBERS,
+            help="Synthetic members with 90 days of activity (external ids "
+            f"{HISTORY_PREFIX}...), so the analytics have weeks to show; 0 for none.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         now = timezone.now()
@@ -133,6 +146,7 @@ class Command(BaseCommand):
             )
 
         self._ladder_demo(new_members=new_members, rng=rng, actor=actor, now=now)
+        self._history_demo(members=options["history_members"], actor=actor, now=now)
 
         member_user, created = user_model.objects.get_or_create(username=MEMBER_USERNAME)
         if created:
@@ -149,6 +163,27 @@ class Command(BaseCommand):
             f"    {key}\n"
             "  API docs: http://127.0.0.1:8000/api/docs/  Admin: http://127.0.0.1:8000/admin/\n"
         )
+
+    def _history_demo(self, *, members: int, actor: Any, now: Any) -> None:
+        """Synthetic members with months of activity, assessed under the ladder, so the
+        dashboard's distribution, funnel, retention and health have something to show."""
+        if members <= 0 or Member.objects.filter(external_id__startswith=HISTORY_PREFIX).exists():
+            return
+        with tqdm(total=members, desc="history members", unit="member", file=self.stderr) as bar:
+            load_data_generate(
+                members=members,
+                days=HISTORY_DAYS,
+                at=now,
+                prefix=HISTORY_PREFIX,
+                progress=bar.update,
+            )
+        member_ids = list(
+            Member.objects.filter(external_id__startswith=HISTORY_PREFIX).values_list(
+                "pk", flat=True
+            )
+        )
+        with transaction.atomic():
+            members_tier_reassess(member_ids=member_ids, actor=actor, at=now)
 
     def _ladder_demo(
         self, *, new_members: dict[str, Any], rng: random.Random, actor: Any, now: Any
