@@ -21,7 +21,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.utils.dateparse import parse_datetime
 
 from bulk.models import BulkItem, BulkOperation, BulkOperationKind, ItemStatus, SelectionKind
@@ -30,6 +30,7 @@ from core.actors import Actor, ActorKind
 from core.db import durable_atomic, lock_timeout
 from core.exceptions import DomainError, InvalidInputError, NotFoundError
 from core.models import Job, JobChunk, JobStatus
+from core.selectors import job_chunks_stalled
 from members.models import Member
 from rewards.services.certifications import (
     GRANT_ALREADY_HELD,
@@ -526,20 +527,5 @@ def bulk_operation_fail(*, job_id: UUID, error: str, at: datetime) -> None:
 
 
 def bulk_operations_stalled(*, at: datetime) -> dict[UUID, list[int]]:
-    """Open chunks of running operations that no worker seems to hold: never started, or
-    started longer than the lease ago. The watchdog dispatches them again (chunks are
-    idempotent)."""
-    lease = timedelta(seconds=_lease_seconds())
-    rows = (
-        JobChunk.objects.filter(job__kind=BULK_JOB, job__status=JobStatus.RUNNING)
-        .exclude(status=JobStatus.DONE)
-        .filter(
-            Q(started_at__lt=at - lease)
-            | Q(started_at__isnull=True, job__started_at__lt=at - lease)
-        )
-        .values_list("job_id", "index")
-    )
-    stalled: dict[UUID, list[int]] = defaultdict(list)
-    for job_id, index in rows:
-        stalled[job_id].append(index)
-    return dict(stalled)
+    """Open chunks of running operations that no worker seems to hold (the watchdog's)."""
+    return job_chunks_stalled(kind=BULK_JOB, lease=timedelta(seconds=_lease_seconds()), at=at)

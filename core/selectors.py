@@ -1,17 +1,27 @@
-"""Reads of webhook subscriptions, their delivery log and the outbox feed, scoped to the actor.
+"""Reads of webhook subscriptions, their delivery log and the outbox feed, scoped to the actor,
+and of the chunks of background jobs.
 
 A partner sees its own subscriptions (another partner's id answers 404); operators see all.
 The outbox feed shows the brand's events to its own systems (partners and operators) alike,
 except that a subscription's disabling is its own partner's business.
 """
 
+from collections import defaultdict
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.db.models import Prefetch, Q, QuerySet
 
 from core.actors import Actor
 from core.exceptions import NotFoundError
-from core.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookSubscription
+from core.models import (
+    JobChunk,
+    JobStatus,
+    OutboxEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from core.webhooks import WEBHOOK_DISABLED_EVENT
 
 
@@ -72,3 +82,21 @@ def outbox_event_feed(*, actor: Actor) -> QuerySet[OutboxEvent]:
             Q(event_type=WEBHOOK_DISABLED_EVENT) & ~Q(payload__partner_id=actor.partner_id)
         )
     return queryset
+
+
+def job_chunks_stalled(*, kind: str, lease: timedelta, at: datetime) -> dict[UUID, list[int]]:
+    """Open chunks of running jobs of ``kind`` that no worker seems to hold: never started, or
+    started longer than ``lease`` ago. Watchdogs dispatch them again (chunks are idempotent)."""
+    rows = (
+        JobChunk.objects.filter(job__kind=kind, job__status=JobStatus.RUNNING)
+        .exclude(status=JobStatus.DONE)
+        .filter(
+            Q(started_at__lt=at - lease)
+            | Q(started_at__isnull=True, job__started_at__lt=at - lease)
+        )
+        .values_list("job_id", "index")
+    )
+    stalled: dict[UUID, list[int]] = defaultdict(list)
+    for job_id, index in rows:
+        stalled[job_id].append(index)
+    return dict(stalled)

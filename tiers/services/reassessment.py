@@ -17,13 +17,14 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils.dateparse import parse_datetime
 
 from core.actors import Actor
 from core.db import durable_atomic, lock_timeout
 from core.exceptions import ConflictError, NotFoundError
 from core.models import Job, JobChunk, JobStatus
+from core.selectors import job_chunks_stalled
 from members.models import Member
 from tiers.evaluation import Rules
 from tiers.models import RuleSet
@@ -269,22 +270,12 @@ def reassessment_fail(*, job_id: UUID, error: str, at: datetime) -> None:
 
 
 def reassessment_stalled(*, at: datetime) -> dict[UUID, list[int]]:
-    """Open chunks of running jobs that no worker seems to hold: never started, or started
-    longer than the lease ago. The watchdog dispatches them again (chunks are idempotent)."""
-    lease = timedelta(seconds=settings.LOYALTY_TIER_CHUNK_LEASE_SECONDS)
-    rows = (
-        JobChunk.objects.filter(job__kind=REASSESSMENT_JOB, job__status=JobStatus.RUNNING)
-        .exclude(status=JobStatus.DONE)
-        .filter(
-            Q(started_at__lt=at - lease)
-            | Q(started_at__isnull=True, job__started_at__lt=at - lease)
-        )
-        .values_list("job_id", "index")
+    """Open chunks of running reassessments that no worker seems to hold (the watchdog's)."""
+    return job_chunks_stalled(
+        kind=REASSESSMENT_JOB,
+        lease=timedelta(seconds=settings.LOYALTY_TIER_CHUNK_LEASE_SECONDS),
+        at=at,
     )
-    stalled: dict[UUID, list[int]] = defaultdict(list)
-    for job_id, index in rows:
-        stalled[job_id].append(index)
-    return dict(stalled)
 
 
 def reassessment_run_inline(*, job_id: UUID, at: datetime, progress: Progress | None = None) -> Job:
