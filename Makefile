@@ -15,7 +15,8 @@ help:
 	@echo "make fmt     format and auto-fix"
 	@echo "make worker  a Celery worker (needs CELERY_BROKER_URL)"
 	@echo "make beat    the Celery beat scheduler (schedules editable in the admin)"
-	@echo "make bench-quick / bench / bench-events / bench-tiers   benchmarks on PostgreSQL (bench/README.md)"
+	@echo "make bench-quick / bench   every benchmark, one table, non-zero exit on a missed target (bench/README.md)"
+	@echo "make bench-award / bench-events / bench-tiers   one suite alone"
 
 $(PY): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,28 +58,41 @@ clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-wal db.sqlite3-shm staticfiles
 
 # --- Benchmarks (bench/; never part of `make test`) --------------------------------------------
-# The award endpoint against a minimal DRF view on PostgreSQL (SPEC §5). The bench database is
-# created when missing and reset by the benchmark itself; its name must contain "bench".
+# `make bench-quick` (50,000 members, under 5 minutes) and `make bench` (100,000 and 1,000,000
+# members) run every suite through bench/run.py and print one table (bench/results/latest.md);
+# they exit 1 when a target is missed, 2 when a suite crashed. Needs PostgreSQL, Redis and wrk.
+# The bench database is created when missing and reset by the benchmark; its name must contain
+# "bench". The Redis database is flushed (analytics cold-cache runs).
 BENCH_DB_HOST ?= 127.0.0.1
 BENCH_DB_PORT ?= 5432
 BENCH_DB_USER ?= postgres
 BENCH_DB_NAME ?= loyalty_bench
 BENCH_DATABASE_URL ?= postgres://$(BENCH_DB_USER)@$(BENCH_DB_HOST):$(BENCH_DB_PORT)/$(BENCH_DB_NAME)
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/7
 BENCH_ARGS ?=
+BENCH_ENV = DJANGO_SETTINGS_MODULE=bench.settings DATABASE_URL=$(BENCH_DATABASE_URL) \
+	BENCH_REDIS_URL=$(BENCH_REDIS_URL)
 
-.PHONY: bench bench-quick bench-db bench-events bench-tiers
+.PHONY: bench bench-quick bench-db bench-deps bench-award bench-events bench-tiers
 
 bench-db:
 	@out=$$(createdb -h $(BENCH_DB_HOST) -p $(BENCH_DB_PORT) -U $(BENCH_DB_USER) $(BENCH_DB_NAME) 2>&1) \
 		|| case "$$out" in *"already exists"*) ;; *) echo "$$out" >&2; exit 1 ;; esac
 
-bench: $(PY) bench-db
-	DJANGO_SETTINGS_MODULE=bench.settings DATABASE_URL=$(BENCH_DATABASE_URL) \
-		$(PY) -m bench.award_throughput $(BENCH_ARGS)
+bench-deps: $(PY)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+	$(PIP) install --quiet --disable-pip-version-check -r bench/requirements.txt
 
-bench-quick: $(PY) bench-db
-	DJANGO_SETTINGS_MODULE=bench.settings DATABASE_URL=$(BENCH_DATABASE_URL) \
-		$(PY) -m bench.award_throughput --quick $(BENCH_ARGS)
+bench: bench-deps bench-db
+	$(BENCH_ENV) $(PY) -m bench.run $(BENCH_ARGS)
+
+bench-quick: bench-deps bench-db
+	$(BENCH_ENV) $(PY) -m bench.run --quick $(BENCH_ARGS)
+
+# The award endpoint alone, with its detailed report (bench/results/award.md).
+bench-award: $(PY) bench-db
+	$(BENCH_ENV) $(PY) -m bench.award_throughput $(BENCH_ARGS)
 
 # Event ingestion (batches of 1,000 through the API) against plain multi-row INSERTs.
 bench-events: $(PY)

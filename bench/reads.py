@@ -1,0 +1,213 @@
+"""Read endpoints at the run's largest population: p99 at 16 connections and queries per request.
+
+Part of the combined benchmark (``python -m bench.run``), which runs it on the population the
+reassessment suite generated (members ``load-...``), after the reassessment, so members hold
+real tiers. For each endpoint wrk drives 16 connections (2 threads) against gunicorn on
+127.0.0.1, each request picking a random line of a request file (``bench/wrk_reads.lua``):
+
+- ``GET /api/v1/me/``: a random member of a sample, with that member's own JWT;
+- ``GET /api/v1/members/{id}/tier/``: a random member of the sample, with a staff JWT;
+- ``GET /api/v1/members/``: the first page (default page size), with a staff JWT.
+
+Queries per request are counted in-process with Django's ``CaptureQueriesContext`` (one call
+each, after a warm-up call): for two different members, and for two page sizes of the list.
+The target is a constant count: both calls must issue the same number of queries.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.rows import ERROR, Row, verdict
+
+LUA_SCRIPT = Path(__file__).resolve().parent / "wrk_reads.lua"
+P99_TARGET_MS = 30.0
+CONNECTIONS = 16
+SAMPLE = 500
+OPERATOR = "bench-operator"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    key: str
+    label: str
+    lines: list[str]  # "PATH\tAUTHORIZATION"
+
+
+def sample_member_ids(count: int) -> list[str]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        # Not the whole table sorted: a random sample of pages, then of rows.
+        cursor.execute(
+            "SELECT id FROM members_member TABLESAMPLE SYSTEM (5) "
+            "WHERE erased_at IS NULL ORDER BY random() LIMIT %s",
+            [count],
+        )
+        ids = [str(row[0]) for row in cursor.fetchall()]
+        if len(ids) < count:  # small populations: the sample may miss
+            cursor.execute(
+                "SELECT id FROM members_member WHERE erased_at IS NULL ORDER BY random() LIMIT %s",
+                [count],
+            )
+            ids = [str(row[0]) for row in cursor.fetchall()]
+    return ids
+
+
+def operator_token() -> str:
+    from django.contrib.auth import get_user_model
+
+    from core.api.tokens import operator_token_pair
+
+    user_model = get_user_model()
+    user = user_model.objects.filter(username=OPERATOR).first()
+    if user is None:
+        user = user_model.objects.create_superuser(OPERATOR, password=None)
+    return operator_token_pair(user)["access"]
+
+
+def endpoints(member_ids: list[str], staff: str) -> list[Endpoint]:
+    from core.api.tokens import member_token_pair
+
+    return [
+        Endpoint(
+            "me",
+            "`GET me/`",
+            [
+                f"/api/v1/me/\tBearer {member_token_pair(member_id)['access']}"  # type: ignore[arg-type]
+                for member_id in member_ids
+            ],
+        ),
+        Endpoint(
+            "tier",
+            "`GET members/{id}/tier/`",
+            [f"/api/v1/members/{member_id}/tier/\tBearer {staff}" for member_id in member_ids],
+        ),
+        Endpoint("list", "`GET members/` (first page)", [f"/api/v1/members/\tBearer {staff}"]),
+    ]
+
+
+def query_counts(endpoint: Endpoint) -> tuple[list[int], str]:
+    """Queries of one call each for two requests (two members, or two page sizes), after a
+    warm-up call. Returns the counts and a description; raises on a non-200 answer."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    if endpoint.key == "list":
+        path, authorization = endpoint.lines[0].split("\t")
+        calls = [(f"{path}?page_size=10", authorization), (f"{path}?page_size=50", authorization)]
+        what = "page sizes 10 and 50"
+    else:
+        calls = [tuple(line.split("\t")) for line in endpoint.lines[:2]]
+        what = "two members"
+    client = Client(HTTP_HOST="127.0.0.1")
+    counts = []
+    for index, (path, authorization) in enumerate([calls[0], *calls]):
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(path, HTTP_AUTHORIZATION=authorization)
+        if response.status_code != 200:
+            raise RuntimeError(
+                f"{path} answered {response.status_code}: {response.content[:300]!r}"
+            )
+        if index:  # the first call warms caches up and is not counted
+            counts.append(len(captured.captured_queries))
+    return counts, what
+
+
+def run_wrk(base_url: str, requests_file: Path, duration_s: int) -> dict[str, float]:
+    command = [
+        "wrk",
+        "-t2",
+        f"-c{CONNECTIONS}",
+        f"-d{duration_s}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(LUA_SCRIPT),
+        base_url,
+        "--",
+        str(requests_file),
+    ]
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=duration_s + 60, check=False
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("BENCH_JSON ")]
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr[-500:]}")
+    return json.loads(lines[-1].removeprefix("BENCH_JSON "))
+
+
+def suite(*, quick: bool, population: int) -> list[Row]:
+    from django.conf import settings
+
+    from bench.award_throughput import CpuMeter, Server
+
+    duration = 6 if quick else 20
+    member_ids = sample_member_ids(SAMPLE)
+    staff = operator_token()
+    rows = []
+    server_args = types.SimpleNamespace(workers=2, worker_class="sync", gunicorn_threads=1)
+    with tempfile.TemporaryDirectory(prefix="loyalty-bench-reads-") as directory:
+        workdir = Path(directory)
+        with Server(server_args, workdir / "gunicorn.log") as server:
+            assert server.process is not None  # noqa: S101
+            meter = CpuMeter(server.process.pid, settings.DATABASES["default"]["NAME"])
+            for endpoint in endpoints(member_ids, staff):
+                try:
+                    counts, what = query_counts(endpoint)
+                    requests_file = workdir / f"{endpoint.key}.txt"
+                    requests_file.write_text("\n".join(endpoint.lines) + "\n")
+                    run_wrk(server.base_url, requests_file, 2)  # warm-up
+                    before = meter.snapshot()
+                    data = run_wrk(server.base_url, requests_file, duration)
+                    foreign = meter.usage(before, meter.snapshot(), duration).foreign_percent
+                except (RuntimeError, subprocess.TimeoutExpired) as error:
+                    rows.append(
+                        Row(f"read {endpoint.label}", "crashed", status=ERROR, note=str(error))
+                    )
+                    continue
+                p99 = data["p99_us"] / 1000
+                failed = data["responses"] - data["ok"]
+                errors = sum(
+                    data[key]
+                    for key in ("connect_errors", "read_errors", "write_errors", "timeouts")
+                )
+                rps = data["ok"] / (data["duration_us"] / 1e6)
+                rows.append(
+                    Row(
+                        f"read {endpoint.label} p99 ({CONNECTIONS} connections)",
+                        f"{p99:.1f} ms",
+                        target=f"<= {P99_TARGET_MS:.0f} ms",
+                        status=verdict(p99 <= P99_TARGET_MS and failed == 0 and errors == 0),
+                        note=f"p50 {data['p50_us'] / 1000:.1f} ms, {rps:,.0f} req/s, "
+                        f"{failed} non-2xx, {errors} socket errors, {population:,} members, "
+                        f"{duration} s; other processes used {foreign:.0f}% of the CPU",
+                    )
+                )
+                rows.append(
+                    Row(
+                        f"read {endpoint.label} queries per request",
+                        " / ".join(str(count) for count in counts),
+                        target="constant",
+                        status=verdict(len(set(counts)) == 1),
+                        note=what,
+                    )
+                )
+    return rows
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    import django
+
+    django.setup()
+    from members.models import Member
+
+    for row in suite(quick=True, population=Member.objects.count()):
+        print(row)
