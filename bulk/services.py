@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -27,10 +28,11 @@ from django.utils.dateparse import parse_datetime
 from bulk.models import BulkItem, BulkOperation, BulkOperationKind, ItemStatus, SelectionKind
 from bulk.selectors import BULK_JOB
 from core.actors import Actor, ActorKind
+from core.broker import enqueue_on_commit
 from core.db import durable_atomic, lock_timeout
 from core.exceptions import DomainError, InvalidInputError, NotFoundError
 from core.models import Job, JobChunk, JobStatus
-from core.selectors import job_chunks_stalled
+from core.selectors import job_chunks_stalled, jobs_unplanned
 from members.models import Member
 from rewards.services.certifications import (
     GRANT_ALREADY_HELD,
@@ -310,7 +312,11 @@ def bulk_operation_request(
             description=description,
             chunk_size=chunk_size,
         )
-        bulk_operation_plan_task.delay_on_commit(job_id=str(bulk_operation.pk))
+        # With the broker down the operation stays pending and the watchdog plans it later.
+        enqueue_on_commit(
+            partial(bulk_operation_plan_task.delay, job_id=str(bulk_operation.pk)),
+            what="the bulk operation's planning",
+        )
     return bulk_operation
 
 
@@ -524,6 +530,11 @@ def bulk_operation_fail(*, job_id: UUID, error: str, at: datetime) -> None:
     Job.objects.filter(pk=job_id, kind=BULK_JOB).exclude(status=JobStatus.DONE).update(
         status=JobStatus.FAILED, error=error[:2000], finished_at=at
     )
+
+
+def bulk_operations_unplanned(*, at: datetime) -> list[UUID]:
+    """Operations whose planning never ran (the watchdog's)."""
+    return jobs_unplanned(kind=BULK_JOB, lease=timedelta(seconds=_lease_seconds()), at=at)
 
 
 def bulk_operations_stalled(*, at: datetime) -> dict[UUID, list[int]]:

@@ -13,6 +13,7 @@ from bulk.services import (
     bulk_operation_fail,
     bulk_operation_plan,
     bulk_operations_stalled,
+    bulk_operations_unplanned,
 )
 from core.exceptions import BusyError
 from loyalty.celery import app
@@ -62,9 +63,14 @@ def bulk_chunk_task(self, *, job_id: str, index: int) -> dict[str, object]:  # t
 
 @app.task(name="bulk.operation_watchdog", queue="default")
 def bulk_watchdog_task() -> int:
-    """Dispatch again the chunks whose worker died (acks-late redelivery covers most cases;
-    this covers a lost message)."""
-    stalled = bulk_operations_stalled(at=timezone.now())
+    """Plan the operations whose planning never ran and dispatch again the chunks whose worker
+    died (acks-late redelivery covers most cases; this covers a lost message or a broker
+    outage)."""
+    now = timezone.now()
+    for job_id in bulk_operations_unplanned(at=now):
+        logger.warning("Planning bulk operation %s again (still pending)", job_id)
+        bulk_operation_plan_task.delay(job_id=str(job_id))
+    stalled = bulk_operations_stalled(at=now)
     for job_id, indexes in stalled.items():
         logger.warning(
             "Re-dispatching %d stalled chunks of bulk operation %s", len(indexes), job_id

@@ -15,6 +15,7 @@ from django.db.models import Prefetch, Q, QuerySet
 from core.actors import Actor
 from core.exceptions import NotFoundError
 from core.models import (
+    Job,
     JobChunk,
     JobStatus,
     OutboxEvent,
@@ -82,6 +83,17 @@ def outbox_event_feed(*, actor: Actor) -> QuerySet[OutboxEvent]:
             Q(event_type=WEBHOOK_DISABLED_EVENT) & ~Q(payload__partner_id=actor.partner_id)
         )
     return queryset
+
+
+def jobs_unplanned(*, kind: str, lease: timedelta, at: datetime) -> list[UUID]:
+    """Jobs of ``kind`` still pending ``lease`` after they were created: their planning task
+    never ran (the broker was down when they started, or the message was lost). Watchdogs plan
+    them again (planning is idempotent)."""
+    return list(
+        Job.objects.filter(kind=kind, status=JobStatus.PENDING, created_at__lt=at - lease)
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+    )
 
 
 def job_chunks_stalled(*, kind: str, lease: timedelta, at: datetime) -> dict[UUID, list[int]]:

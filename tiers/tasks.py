@@ -20,6 +20,7 @@ from tiers.services.reassessment import (
     reassessment_plan,
     reassessment_request,
     reassessment_stalled,
+    reassessment_unplanned,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,9 +80,13 @@ def reassess_population_task() -> str:
 
 @app.task(name="tiers.reassessment_watchdog", queue="default")
 def reassessment_watchdog_task() -> int:
-    """Dispatch again the chunks whose worker died (acks-late redelivery covers most cases;
-    this covers a lost message)."""
-    stalled = reassessment_stalled(at=timezone.now())
+    """Plan the jobs whose planning never ran and dispatch again the chunks whose worker died
+    (acks-late redelivery covers most cases; this covers a lost message or a broker outage)."""
+    now = timezone.now()
+    for job_id in reassessment_unplanned(at=now):
+        logger.warning("Planning reassessment %s again (still pending)", job_id)
+        reassessment_plan_task.delay(job_id=str(job_id))
+    stalled = reassessment_stalled(at=now)
     for job_id, indexes in stalled.items():
         logger.warning("Re-dispatching %d stalled chunks of reassessment %s", len(indexes), job_id)
         reassessment_dispatch(job_id=job_id, indexes=indexes)

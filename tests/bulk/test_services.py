@@ -3,9 +3,12 @@
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
+import time_machine
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailableError
 
 from bulk.models import BulkItem, BulkOperation, ItemStatus
 from bulk.services import (
@@ -17,7 +20,7 @@ from bulk.services import (
     bulk_operation_start,
     bulk_operations_stalled,
 )
-from bulk.tasks import bulk_watchdog_task
+from bulk.tasks import bulk_operation_plan_task, bulk_watchdog_task
 from core.actors import system_actor
 from core.exceptions import InvalidInputError
 from core.models import Job, JobChunk, JobStatus
@@ -326,3 +329,36 @@ def test_a_refusal_of_a_whole_chunk_fails_its_items_and_the_job_finishes(
         ("failed", "validation_error")
     }
     assert CertificationGrant.objects.count() == 0
+
+
+def test_an_operation_started_while_the_broker_is_down_is_planned_by_the_watchdog(
+    bulk_members: Callable[..., list[Member]], django_capture_on_commit_callbacks: Any
+) -> None:
+    bulk_members(3)
+    with (
+        mock.patch.object(
+            bulk_operation_plan_task, "delay", side_effect=BrokerUnavailableError("down")
+        ),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        operation = bulk_operation_start(
+            operation="points_award",
+            params={"points": 4},
+            selection=Selection(members=Member.objects.all()),
+            actor=ACTOR,
+            at=timezone.now(),
+            chunk_size=2,
+        )
+    job = Job.objects.get(pk=operation.pk)
+    assert job.status == JobStatus.PENDING
+
+    with time_machine.travel(job.created_at + timedelta(minutes=1)):
+        bulk_watchdog_task()  # younger than a lease: its message may still be queued
+    job.refresh_from_db()
+    assert job.status == JobStatus.PENDING
+
+    with time_machine.travel(job.created_at + timedelta(hours=1)):
+        bulk_watchdog_task()  # plans it; the chunks run inline (no broker in tests)
+    job.refresh_from_db()
+    assert (job.status, job.items_done) == (JobStatus.DONE, 3)
+    assert PointsEntry.objects.filter(points=4).count() == 3

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 import time_machine
@@ -19,6 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailableError
 
 from core.actors import system_actor
 from core.models import Job, JobChunk, JobStatus, OutboxEvent
@@ -39,10 +41,15 @@ from tiers.services.reassessment import (
     reassessment_chunk_run,
     reassessment_fail,
     reassessment_plan,
+    reassessment_request,
     reassessment_run_inline,
     reassessment_start,
 )
-from tiers.tasks import reassess_population_task, reassessment_watchdog_task
+from tiers.tasks import (
+    reassess_population_task,
+    reassessment_plan_task,
+    reassessment_watchdog_task,
+)
 
 SIZE = 200
 CHUNK_SIZE = 50  # 4 chunks
@@ -385,6 +392,36 @@ def test_the_watchdog_dispatches_again_only_the_chunks_whose_lease_ran_out(
 
     # Chunk 2's worker finishing (or the watchdog after its lease) completes the job.
     reassessment_chunk_run(job_id=job.pk, index=2, at=now)
+    assert population_state().digests() == reference.digests()
+    _assert_job_complete(job)
+
+
+@pytest.mark.django_db
+def test_a_request_while_the_broker_is_down_stays_pending_until_the_watchdog_plans_it(
+    reference: PopulationState, django_capture_on_commit_callbacks: Any
+) -> None:
+    lease = timedelta(seconds=settings.LOYALTY_TIER_CHUNK_LEASE_SECONDS)
+    with (
+        mock.patch.object(
+            reassessment_plan_task, "delay", side_effect=BrokerUnavailableError("down")
+        ),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        job, created = reassessment_request(
+            actor=system_actor("tests"), at=AT, chunk_size=CHUNK_SIZE
+        )
+
+    assert created
+    job.refresh_from_db()
+    assert (job.status, job.chunks.count()) == (JobStatus.PENDING, 0)
+    with time_machine.travel(job.created_at + lease - timedelta(seconds=1)):
+        reassessment_watchdog_task()  # younger than a lease: its message may still be queued
+    job.refresh_from_db()
+    assert job.status == JobStatus.PENDING
+
+    with time_machine.travel(job.created_at + lease + timedelta(seconds=1)):
+        reassessment_watchdog_task()  # plans it; the chunks run inline (no broker in tests)
+
     assert population_state().digests() == reference.digests()
     _assert_job_complete(job)
 

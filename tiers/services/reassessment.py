@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -21,10 +22,11 @@ from django.db.models import F
 from django.utils.dateparse import parse_datetime
 
 from core.actors import Actor
+from core.broker import enqueue_on_commit
 from core.db import durable_atomic, lock_timeout
 from core.exceptions import ConflictError, NotFoundError
 from core.models import Job, JobChunk, JobStatus
-from core.selectors import job_chunks_stalled
+from core.selectors import job_chunks_stalled, jobs_unplanned
 from members.models import Member
 from tiers.evaluation import Rules
 from tiers.models import RuleSet
@@ -130,7 +132,11 @@ def reassessment_request(
             actor=actor, at=at, dedupe_key=dedupe_key, chunk_size=chunk_size
         )
         if created:
-            reassessment_plan_task.delay_on_commit(job_id=str(job.pk))
+            # With the broker down the job stays pending and the watchdog plans it later.
+            enqueue_on_commit(
+                partial(reassessment_plan_task.delay, job_id=str(job.pk)),
+                what="the reassessment's planning",
+            )
     return job, created
 
 
@@ -266,6 +272,15 @@ def reassessment_fail(*, job_id: UUID, error: str, at: datetime) -> None:
     """Record that a job cannot go on (a chunk gave up after its retries)."""
     Job.objects.filter(pk=job_id).exclude(status=JobStatus.DONE).update(
         status=JobStatus.FAILED, error=error[:2000], finished_at=at
+    )
+
+
+def reassessment_unplanned(*, at: datetime) -> list[UUID]:
+    """Reassessments whose planning never ran (the watchdog's)."""
+    return jobs_unplanned(
+        kind=REASSESSMENT_JOB,
+        lease=timedelta(seconds=settings.LOYALTY_TIER_CHUNK_LEASE_SECONDS),
+        at=at,
     )
 
 
