@@ -22,7 +22,8 @@ from django.db.models import Max
 from core.actors import Actor, system_actor
 from core.db import chunked, require_transaction
 from core.events import DomainEvent, domain_events_record
-from core.exceptions import ConflictError, InvalidInputError
+from core.exceptions import InvalidInputError
+from members.exceptions import MemberErasedError
 from members.models import Member, MemberDailyActivity
 from rewards.models import Badge, BadgeKind, Benefit, BenefitKind, CheckIn, MemberBadge
 from tiers.models import Tier, TierChange
@@ -37,11 +38,6 @@ BADGE_AWARDED_EVENT = "badge.awarded"
 AUTOMATIC_ACTOR = system_actor("badges")
 # Rows per INSERT statement: 5 parameters each stays far below SQLite's variable limit.
 _INSERT_BATCH = 500
-
-
-class MemberErasedError(ConflictError):
-    code = "member_erased"
-    title = "The member is erased"
 
 
 # --- Rules (pure) ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from core.broker import enqueue_on_commit
 from core.db import insert_parts, is_postgres, joins_transaction, require_transaction
 from core.events import DomainEvent, domain_events_record, outbox_rows
 from core.exceptions import ConflictError, InvalidInputError
+from members.exceptions import MemberErasedError
 from members.models import Member
 from rewards.locks import points_accounts_lock
 from rewards.models import (
@@ -441,13 +442,14 @@ def points_award(
 
     :raises InvalidInputError: for a non-positive amount or dates in the past.
     :raises DuplicateAwardError: when the reference was already awarded.
+    :raises MemberErasedError: the member is erased (409).
     """
     spec = AwardSpec(
         member.pk, points, reason, note, expires_at, pending_until, reference, kind=kind
     )
     _validate_award(spec, at)
     if member.is_erased:
-        raise InvalidInputError("An erased member cannot earn points.")
+        raise MemberErasedError("An erased member cannot earn points.")
     # A reference can collide with an earlier award: that needs the savepoint of the general path.
     entry = None if reference or not is_postgres() else _credit_one_postgres(spec, actor, at)
     if entry is None:

@@ -235,3 +235,16 @@ def test_award_batch_query_count_does_not_grow(operator_client, audited):
 
     assert large == small
     assert PointsAccount.objects.filter(available=3).count() == 990
+
+
+def test_an_award_to_an_erased_member_is_409_and_writes_nothing(operator_client, member):
+    from members.services import member_erase
+
+    member_erase(member=member, actor=system_actor("tests"), at=timezone.now())
+
+    response = operator_client.post(
+        f"/api/v1/members/{member.pk}/points/awards/", {"points": 5}, format="json"
+    )
+
+    assert_problem(response, 409, "member_erased")
+    assert not PointsEntry.objects.filter(member=member).exists()
