@@ -27,6 +27,7 @@ from rewards.services.ledger import (
     points_deduct,
     points_reverse,
 )
+from tests.helpers import vacuum_test_database
 
 ACTOR = system_actor("hypothesis")
 
@@ -219,4 +220,5 @@ def test_ledger_matches_the_model():
 
     from hypothesis.stateful import run_state_machine_as_test
 
+    vacuum_test_database()  # the audit scans whole tables at every step
     run_state_machine_as_test(Isolated, settings=SETTINGS)
