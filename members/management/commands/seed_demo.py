@@ -55,6 +55,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--members", type=int, default=200)
         parser.add_argument(
+            "--url", default="http://127.0.0.1:8000", help="Where the server will listen (printed)."
+        )
+        parser.add_argument(
             "--history-members",
             type=int,
             default=HISTORY_MEMBERS,
@@ -161,7 +164,7 @@ class Command(BaseCommand):
             f"  Member login:             {MEMBER_USERNAME} / {MEMBER_PASSWORD} ({wanted[0] if wanted else '-'})\n"
             f"  Partner {PARTNER_NAME!r} API key (namespace {partner.namespace!r}, all scopes):\n"
             f"    {key}\n"
-            "  API docs: http://127.0.0.1:8000/api/docs/  Admin: http://127.0.0.1:8000/admin/\n"
+            f"  API docs: {options['url']}/api/docs/  Admin: {options['url']}/admin/\n"
         )
 
     def _history_demo(self, *, members: int, actor: Any, now: Any) -> None:
