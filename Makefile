@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run test lint fmt worker beat migrate seed schema clean
+.PHONY: help run test chromium lint fmt worker beat migrate seed schema clean
 
 help:
 	@echo "make run     create .venv, install, migrate, load demo data, serve on http://$(HOST):$(PORT)"
@@ -30,7 +30,13 @@ run: $(PY)
 	$(PY) manage.py seed_demo --url http://$(HOST):$(PORT)
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
-test: $(PY)
+# The dashboard's browser test drives Debian's Chromium (no browser download at run time).
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+		|| { echo "Chromium is missing: apt-get install -y chromium" >&2; exit 1; }
+
+test: $(PY) chromium
 	$(PY) -m pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: export DEBUG ?= true

@@ -5,6 +5,7 @@ run inline; no ``REDIS_URL`` means a per-process memory cache. Outside DEBUG a m
 ``SECRET_KEY`` or ``ALLOWED_HOSTS`` stops start-up.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# ENV_FILE names another file (or a missing one, for none at all) than the checkout's .env.
+ENV_FILE = Path(os.environ.get("ENV_FILE", BASE_DIR / ".env"))
+environ.Env.read_env(ENV_FILE, overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 

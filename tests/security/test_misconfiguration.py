@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
@@ -29,7 +28,12 @@ PRODUCTION_ENV = {
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run Python in a clean environment (nothing of this test process's settings leaks in)."""
-    clean = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(BASE_DIR))}
+    clean = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", str(BASE_DIR)),
+        # No .env either: a developer's local one must not configure what is checked here.
+        "ENV_FILE": str(BASE_DIR / "tests" / "security" / "no-such.env"),
+    }
     return subprocess.run(  # noqa: S603 - our own interpreter and manage.py
         [sys.executable, *args],
         cwd=BASE_DIR,
@@ -41,27 +45,21 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-@pytest.fixture
-def no_local_env_file():
-    if (BASE_DIR / ".env").exists():
-        pytest.skip("a local .env configures this checkout; CI has none")
-
-
-def test_check_deploy_is_clean_with_production_settings(no_local_env_file):
+def test_check_deploy_is_clean_with_production_settings():
     result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], PRODUCTION_ENV)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 
 
-def test_the_wsgi_application_refuses_to_start_unconfigured(no_local_env_file):
+def test_the_wsgi_application_refuses_to_start_unconfigured():
     result = _run(["-c", "import loyalty.wsgi"], {})
 
     assert result.returncode != 0
     assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
 
 
-def test_production_defaults_are_secure(no_local_env_file):
+def test_production_defaults_are_secure():
     script = (
         "import json; from django.conf import settings as s; import django; django.setup();"
         "print(json.dumps({"
