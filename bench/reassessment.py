@@ -175,25 +175,37 @@ def reference_run() -> tuple[float, int]:
 
 def job_run(workers: int) -> tuple[float, int, list[int]]:
     """The population job with ``workers`` worker processes. Returns seconds, members changed,
-    each worker's peak RSS in KiB."""
+    each worker's peak RSS in KiB.
+
+    The workers start and set Django up first, like Celery workers already running: the clock
+    starts when the job is created, not at process start."""
     from django.utils import timezone
 
     from core.actors import system_actor
     from core.models import Job
     from tiers.services.reassessment import reassessment_plan, reassessment_start
 
-    started = time.perf_counter()
-    at = timezone.now()
-    job, _ = reassessment_start(actor=system_actor("bench"), at=at)
-    reassessment_plan(job_id=job.pk, at=at)
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.reassessment", "--worker", str(job.pk)],
+            [sys.executable, "-m", "bench.reassessment", "--worker", "stdin"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for _ in range(workers)
     ]
+    for process in processes:
+        assert process.stdout is not None  # noqa: S101 - a pipe was asked for
+        if process.stdout.readline().strip() != "ready":
+            raise SystemExit("A worker did not start.")
+    started = time.perf_counter()
+    at = timezone.now()
+    job, _ = reassessment_start(actor=system_actor("bench"), at=at)
+    reassessment_plan(job_id=job.pk, at=at)
+    for process in processes:
+        assert process.stdin is not None  # noqa: S101 - a pipe was asked for
+        process.stdin.write(f"{job.pk}\n")
+        process.stdin.flush()
     peaks = []
     for process in processes:
         output, _ = process.communicate()
@@ -209,13 +221,18 @@ def job_run(workers: int) -> tuple[float, int, list[int]]:
 
 def worker(job_id: str) -> None:
     """Take open chunks one at a time (``SKIP LOCKED``: no two workers take the same chunk, as
-    a broker would hand them out) and run each with the job's own chunk code. Prints peak RSS."""
+    a broker would hand them out) and run each with the job's own chunk code. Prints peak RSS.
+    With ``job_id`` "stdin" it says "ready" once set up and reads the job id from stdin."""
     from django.db import connection, transaction
     from django.utils import timezone
 
     from core.models import JobChunk
     from tiers.services.reassessment import reassessment_chunk_run
 
+    if job_id == "stdin":
+        connection.ensure_connection()
+        print("ready", flush=True)
+        job_id = sys.stdin.readline().strip()
     table = JobChunk._meta.db_table
     claim = (
         f"UPDATE {table} SET status = 'running' WHERE id = ("  # noqa: S608 - model table name

@@ -172,8 +172,8 @@ class Check:
             "metric": self.metric,
             "window_days": self.window_days,
             "certification": self.certification or None,
-            "required": _plain(self.required),
-            "current": _plain(self.current),
+            "required": json_number(self.required),
+            "current": json_number(self.current),
             "met": self.met,
         }
 
@@ -428,6 +428,13 @@ def _describe(requirement: Requirement) -> str:
     return (
         f"{requirement.metric} >= {_plain(requirement.minimum)} in {requirement.window_days} days"
     )
+
+
+def json_number(value: Number) -> int | float:
+    """A value as it is stored in JSON (history details, event payloads): whole numbers as
+    ints, amounts with cents as floats (``json`` cannot write a ``Decimal``)."""
+    plain = _plain(value)
+    return float(plain) if isinstance(plain, Decimal) else plain
 
 
 def _plain(value: Number) -> Number:

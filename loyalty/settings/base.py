@@ -371,6 +371,9 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
 # --- Tiers (LOYALTY_TIER_...) ---------------------------------------------------------------------
 # Members per reassessment chunk: one short transaction each, many chunks share the workers.
 LOYALTY_TIER_CHUNK_SIZE = env.int("LOYALTY_TIER_CHUNK_SIZE", default=2000)
+# On PostgreSQL the population job and the simulation decide by the tier rules compiled to SQL
+# (one statement per chunk); off, they use the Python evaluation, like SQLite. Same outcomes.
+LOYALTY_TIER_SQL_ASSESSMENT = env.bool("LOYALTY_TIER_SQL_ASSESSMENT", default=True)
 # A running chunk whose worker has not finished it in this long is dispatched again by the
 # watchdog (chunks are idempotent, so a slow one finishing too is harmless).
 LOYALTY_TIER_CHUNK_LEASE_SECONDS = env.int("LOYALTY_TIER_CHUNK_LEASE_SECONDS", default=600)

@@ -112,6 +112,30 @@ def badge_award(
     return BadgeAwardResult(award=award, created=bool(written))
 
 
+def _automatic_rules(*, rule_kinds: Collection[str] | None) -> list[tuple[Badge, BadgeRule]]:
+    """The active automatic badges (of ``rule_kinds``, default all) with their parsed rules."""
+    rules: list[tuple[Badge, BadgeRule]] = []
+    for badge in Badge.objects.filter(kind=BadgeKind.AUTOMATIC, is_active=True).order_by("code"):
+        try:
+            rule = badge_rule_parse(badge.rule)
+        except ValueError:  # the admin validates rules; a bad one awards nothing
+            continue
+        if rule_kinds is None or rule.kind in rule_kinds:
+            rules.append((badge, rule))
+    return rules
+
+
+def reached_tier_badges() -> list[tuple[Badge, int]]:
+    """The active ``reached_tier`` badges and the rank each asks for (tiers that exist): what
+    the population job's SQL awards alongside its tier changes."""
+    ranks = dict(Tier.objects.values_list("code", "rank"))
+    return [
+        (badge, ranks[rule.code])
+        for badge, rule in _automatic_rules(rule_kinds=(REACHED_TIER,))
+        if rule.code in ranks
+    ]
+
+
 def badges_award_automatic(
     *, member_ids: Collection[UUID], at: datetime, rule_kinds: Collection[str] | None = None
 ) -> int:
@@ -122,14 +146,7 @@ def badges_award_automatic(
     require_transaction()
     if not member_ids:
         return 0
-    rules: list[tuple[Badge, BadgeRule]] = []
-    for badge in Badge.objects.filter(kind=BadgeKind.AUTOMATIC, is_active=True).order_by("code"):
-        try:
-            rule = badge_rule_parse(badge.rule)
-        except ValueError:  # the admin validates rules; a bad one awards nothing
-            continue
-        if rule_kinds is None or rule.kind in rule_kinds:
-            rules.append((badge, rule))
+    rules = _automatic_rules(rule_kinds=rule_kinds)
     if not rules:
         return 0
     members = {

@@ -231,15 +231,15 @@ def test_a_duplicate_delivery_waits_for_the_chunk_lock_then_finds_the_chunk_done
 ) -> None:
     job = _planned_job()
     inside, release = threading.Event(), threading.Event()
-    real_apply = reassessment.decisions_apply
+    real_assess = reassessment._chunk_assess
 
-    def apply_held(**kwargs: Any) -> Any:
+    def assess_held(**kwargs: Any) -> Any:
         if threading.current_thread().name == "first":
             inside.set()
             release.wait(WAIT_SECONDS)
-        return real_apply(**kwargs)
+        return real_assess(**kwargs)
 
-    monkeypatch.setattr(reassessment, "decisions_apply", apply_held)
+    monkeypatch.setattr(reassessment, "_chunk_assess", assess_held)
     outcomes: dict[str, Any] = {}
 
     def deliver() -> None:

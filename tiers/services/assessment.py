@@ -11,7 +11,7 @@ bulk insert of history rows and one of outbox events. No query runs per member.
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -372,13 +372,19 @@ def _history_row(
             "rule_version": rules.version,
             "checks": [check.as_dict() for check in decision.checks],
             **(
-                {"grace_until": item.before.grace_until.isoformat()}
+                {"grace_until": _utc_iso(item.before.grace_until)}
                 if decision.reason in (GRACE_EXPIRED, PIN_EXPIRED) and item.before.grace_until
                 else {}
             ),
         },
         created_at=at,
     )
+
+
+def _utc_iso(moment: datetime) -> str:
+    """In UTC whatever the zone of ``at``: a grace end computed now and the same one read back
+    from the database give the same dedupe key (and the SQL path renders it the same way)."""
+    return moment.astimezone(UTC).isoformat()
 
 
 def _tier_changed_event(
@@ -429,8 +435,8 @@ def _will_downgrade_event(
         "external_id": item.external_id,
         "tier": state.tier,
         "downgrade_to": lower.code if lower else None,
-        "grace_until": state.grace_until.isoformat(),
-        "pinned_until": state.pinned_until.isoformat() if state.pinned_until else None,
+        "grace_until": _utc_iso(state.grace_until),
+        "pinned_until": _utc_iso(state.pinned_until) if state.pinned_until else None,
         # What it takes to remain: the maintenance requirements and where the member stands.
         "requirements": [check.as_dict() for check in item.decision.checks],
     }
@@ -440,7 +446,7 @@ def _will_downgrade_event(
         str(item.member_id),
         payload,
         at,
-        dedupe_key=f"{item.member_id}:{state.grace_until.isoformat()}:{stage}",
+        dedupe_key=f"{item.member_id}:{_utc_iso(state.grace_until)}:{stage}",
     )
 
 

@@ -43,6 +43,7 @@ from tiers.services.assessment import (
     members_assess,
     members_in_range,
 )
+from tiers.services.assessment_sql import Scope, chunk_decide_and_write, simulation_cells
 
 Progress = Callable[[int], None]
 
@@ -220,27 +221,23 @@ def reassessment_chunk_run(*, job_id: UUID, index: int, at: datetime) -> ChunkOu
             raise NotFoundError("No such reassessment chunk.")
         return ChunkOutcome(index=index, ran=False)
     with durable_atomic(), lock_timeout(lease_ms):
-        # Chunk lock: a duplicate delivery waits here, then finds the chunk done.
+        # Chunk lock: a duplicate delivery waits here, then finds the chunk done. Only the
+        # chunk's row (``of``): locking the joined job row too would run chunks one at a time.
         chunk = (
-            JobChunk.objects.select_for_update()
+            JobChunk.objects.select_for_update(of=("self",))
             .select_related("job")
             .get(job_id=job_id, index=index)
         )
         if chunk.status == JobStatus.DONE:
             return ChunkOutcome(index=index, ran=False)
         job = chunk.job
-        rules = _rules_for(job)
-        as_of = _as_of(job)
-        assessed = members_assess(
-            members=members_in_range(lower=chunk.lower, upper=chunk.upper), rules=rules, at=as_of
-        )
-        counts = decisions_apply(
-            assessed=assessed,
-            rules=rules,
-            at=as_of,
-            actor_label=f"system:reassessment:{job.pk}",
-            job_id=job.pk,
-        )
+        if connection.vendor == "postgresql":
+            # Foreign keys checked as rows are written, not at commit: the job row locked by
+            # the counters below stays locked only for the commit itself, so parallel chunks
+            # do not queue behind each other's checks.
+            with connection.cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        counts = _chunk_assess(job=job, lower=chunk.lower, upper=chunk.upper)
         chunk.status = JobStatus.DONE
         chunk.items = counts.assessed
         chunk.changed = counts.changed
@@ -266,6 +263,44 @@ def reassessment_chunk_run(*, job_id: UUID, index: int, at: datetime) -> ChunkOu
         changed=counts.changed,
         job_done=job_done,
     )
+
+
+def _chunk_assess(*, job: Job, lower: UUID | None, upper: UUID | None) -> AssessmentCounts:
+    """Decide and write one chunk's members: on PostgreSQL by the rules compiled to one SQL
+    statement, elsewhere (or with ``LOYALTY_TIER_SQL_ASSESSMENT`` off) by the Python evaluation.
+    The tests hold both to the same outcome."""
+    rules = _rules_for(job)
+    as_of = _as_of(job)
+    actor_label = f"system:reassessment:{job.pk}"
+    if sql_assessment_enabled():
+        found = chunk_decide_and_write(
+            rules=rules,
+            at=as_of,
+            scope=Scope(lower=lower, upper=upper),
+            job_id=job.pk,
+            actor_label=actor_label,
+        )
+        counts = AssessmentCounts(
+            assessed=found.assessed,
+            changed=found.changed,
+            grace_started=found.grace_started,
+            confirmed=found.confirmed,
+            rolled_back=found.rolled_back,
+            skipped_concurrent=found.skipped_concurrent,
+        )
+        for source, row in found.matrix.items():
+            counts.matrix[source].update(row)
+        return counts
+    assessed = members_assess(
+        members=members_in_range(lower=lower, upper=upper), rules=rules, at=as_of
+    )
+    return decisions_apply(
+        assessed=assessed, rules=rules, at=as_of, actor_label=actor_label, job_id=job.pk
+    )
+
+
+def sql_assessment_enabled() -> bool:
+    return connection.vendor == "postgresql" and settings.LOYALTY_TIER_SQL_ASSESSMENT
 
 
 def reassessment_fail(*, job_id: UUID, error: str, at: datetime) -> None:
@@ -374,6 +409,9 @@ def tier_simulation_run(
             if not ids:
                 return result
             after = ids[-1]
+            if sql_assessment_enabled():
+                _simulation_add_sql(result, rules=rules, at=at, ids=ids, sample_size=sample_size)
+                continue
             for item in members_assess(
                 members=Member.objects.filter(pk__in=ids), rules=rules, at=at
             ):
@@ -385,6 +423,24 @@ def tier_simulation_run(
                 cell = result.samples[source][target]
                 if len(cell) < sample_size:
                     cell.append({"id": str(item.member_id), "external_id": item.external_id})
+
+
+def _simulation_add_sql(
+    result: SimulationResult, *, rules: Rules, at: datetime, ids: list[UUID], sample_size: int
+) -> None:
+    """Add one chunk to the simulation by the population job's own SQL decision."""
+    for source, target, members, samples in simulation_cells(
+        rules=rules, at=at, scope=Scope(ids=ids), sample_size=sample_size
+    ):
+        result.members += members
+        result.matrix[source][target] += members
+        if source != target:
+            result.changed += members
+        cell = result.samples[source][target]
+        cell.extend(
+            {"id": str(member_id), "external_id": external_id}
+            for member_id, external_id in samples[: sample_size - len(cell)]
+        )
 
 
 def _simulation_claim() -> None:
