@@ -370,7 +370,7 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].update(
 
 # --- Tiers (LOYALTY_TIER_...) ---------------------------------------------------------------------
 # Members per reassessment chunk: one short transaction each, many chunks share the workers.
-LOYALTY_TIER_CHUNK_SIZE = env.int("LOYALTY_TIER_CHUNK_SIZE", default=2000)
+LOYALTY_TIER_CHUNK_SIZE = env.int("LOYALTY_TIER_CHUNK_SIZE", default=5000)
 # On PostgreSQL the population job and the simulation decide by the tier rules compiled to SQL
 # (one statement per chunk); off, they use the Python evaluation, like SQLite. Same outcomes.
 LOYALTY_TIER_SQL_ASSESSMENT = env.bool("LOYALTY_TIER_SQL_ASSESSMENT", default=True)

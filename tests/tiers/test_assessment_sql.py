@@ -18,7 +18,6 @@ from tests.tiers.population import AT, population_build, population_state, popul
 from tests.tiers.test_evaluation import RULES, cert, req
 from tiers.evaluation import Facts, Requirement, Rules, TierPolicy, TierState, evaluate
 from tiers.models import Nomination, NominationStatus, RuleSet, TierChange
-from tiers.selectors import rules_in_force
 from tiers.services.assessment import members_assess
 from tiers.services.assessment_sql import Scope, decisions_select, iso_sql, metric_alias
 from tiers.services.reassessment import (
@@ -287,22 +286,88 @@ def test_the_sql_job_writes_exactly_what_the_python_path_writes() -> None:
     assert {row[0] for row in state_sql.outbox} >= {"member.tier_changed", "tier.will_downgrade"}
 
 
+# Every metric on every rung's maintenance rule: each member's checks then show every value.
+EVERY_METRIC = (
+    *(
+        Requirement(metric, window, Decimal(1))
+        for metric, window in (
+            ("interactions", 30),
+            ("active_days", 30),
+            ("posts", 90),
+            ("shares", 30),
+            ("purchases", 90),
+            ("purchase_amount", 30),
+            ("qualifying_points", 30),
+            ("qualifying_points", 90),
+            ("checkin_streak", 7),
+            ("checkin_streak", 30),
+            ("tenure_days", None),
+        )
+    ),
+    cert("onboarding"),
+    cert("content-creator"),
+)
+METRIC_RULES = Rules(
+    # Nomination-only: no upgrades, so every decision explains the maintenance rule.
+    tiers=tuple(
+        TierPolicy(code, rank, nomination_only=rank > 0, maintenance=EVERY_METRIC)
+        for rank, code in enumerate(CODES)
+    )
+)
+
+
 @pytest.mark.django_db
 def test_the_facts_the_sql_reads_equal_the_python_metrics() -> None:
-    """Rollup sums, active days, ledger points, streaks, tenure and certificates per member."""
+    """Rollup sums and active days, ledger points less reversals (inside and outside each
+    window), check-in streaks, tenure and certificates, per member."""
+    from members.models import MemberDailyActivity
+    from rewards.services.ledger import points_award, points_reverse
+
     population_build(size=200)
-    rules = rules_in_force(at=AT)
+    members = list(Member.objects.filter(erased_at__isnull=True).order_by("pk")[:40])
+    actor = system_actor("tests")
+    for number, member in enumerate(members):
+        for days_before in (1, 20, 45, 100):
+            entry = points_award(
+                member=member,
+                points=10 * (number + 1) + days_before,
+                reason="bonus",
+                actor=actor,
+                at=AT - timedelta(days=days_before),
+            )
+            if (number + days_before) % 3 == 0:
+                points_reverse(entry=entry, actor=actor, at=AT - timedelta(days=days_before - 1))
+    # Check-ins on some members' active days: runs ending today, yesterday, or earlier.
+    for member in members[::3]:
+        MemberDailyActivity.objects.filter(member=member).update(checkins=1)
+    for member in members[::2]:
+        MemberDailyActivity.objects.filter(member=member).update(
+            purchases=1, purchase_amount=Decimal("12.35")
+        )
     python = {
         item.member_id: item
         for item in members_assess(
-            members=Member.objects.filter(erased_at__isnull=True), rules=rules, at=AT
+            members=Member.objects.filter(erased_at__isnull=True), rules=METRIC_RULES, at=AT
         )
     }
-    sql = {d.member_id: d for d in decisions_select(rules=rules, at=AT, scope=Scope())}
+    sql = {d.member_id: d for d in decisions_select(rules=METRIC_RULES, at=AT, scope=Scope())}
     assert set(sql) == set(python)
     for member_id, item in python.items():
         assert sql[member_id].checks == [c.as_dict() for c in item.decision.checks]
-        assert sql[member_id].new_tier == item.decision.state.tier
+    values = {
+        (check["metric"], check["window_days"]): check["current"]
+        for item in python.values()
+        for check in (c.as_dict() for c in item.decision.checks)
+        if check["current"]
+    }
+    # The comparison saw real values of every metric, not zeros.
+    assert {key[0] for key in values} >= {
+        "interactions",
+        "qualifying_points",
+        "checkin_streak",
+        "tenure_days",
+        "purchase_amount",
+    }
 
 
 @pytest.mark.django_db

@@ -46,7 +46,7 @@ from tiers.evaluation import (
     Rules,
     json_number,
 )
-from tiers.models import Nomination, Tier, TierChange
+from tiers.models import Nomination, TierChange
 from tiers.selectors import business_day_end
 
 # Metrics summed from the daily rollup column of the same name.
@@ -85,10 +85,15 @@ def iso_sql(expression: str) -> str:
 
 
 def _execute(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Run a compiled statement. JIT off for it: the planner's row estimates for these joins
-    run to millions, and compiling the plan took longer (seconds) than running it."""
+    """Run a compiled statement with two planner settings for its transaction. The planner
+    cannot estimate these joins of per-member aggregates (its guesses ran from one row to
+    millions): JIT compiled plans for seconds, and nested loops re-ran a chunk's whole rollup
+    aggregate once per member (minutes per chunk at 1,000,000 members). Every join here is
+    between sets of about a chunk's size, which hash joins handle in one pass."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('jit', 'off', true)")
+        cursor.execute(
+            "SELECT set_config('jit', 'off', true), set_config('enable_nestloop', 'off', true)"
+        )
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -208,11 +213,15 @@ class RulesSql:
                     f"AS {metric_alias(('qualifying_points', window))}"
                 )
             first = business_day_end(as_of - timedelta(days=point_windows[-1]))
+            # Reversals post to their entry's member: read the chunk's once (materialised, so
+            # the join below hashes them rather than probing the member index per entry).
+            ctes.append(
+                f"reversals AS MATERIALIZED (SELECT r.reverses_id, r.points FROM {entries} r "
+                f"WHERE {scope.where(q, 'r.member_id')} AND r.reverses_id IS NOT NULL)"
+            )
             ctes.append(
                 f"points AS (SELECT e.member_id, {', '.join(sums)} FROM {entries} e "
-                # A reversal posts to its entry's member: the range keeps the join on an index.
-                f"LEFT JOIN {entries} r ON r.reverses_id = e.id "
-                f"AND {scope.where(q, 'r.member_id')} "
+                "LEFT JOIN reversals r ON r.reverses_id = e.id "
                 f"WHERE {scope.where(q, 'e.member_id')} AND e.kind = 'earn' "
                 f"AND e.created_at >= {q.p(first, 'timestamptz')} "
                 f"AND e.created_at < {q.p(business_day_end(as_of), 'timestamptz')} "
@@ -570,6 +579,7 @@ def chunk_decide_and_write(
     )
     badges = reached_tier_badges()
     tier_rank = compiled.by_tier("o.new_tier", lambda t: str(int(t.rank)), "0")
+    prior_rank = compiled.by_tier("h.to_tier_id", lambda t: str(int(t.rank)), "0")
     badge_ctes = ""
     badge_events = ""
     if badges:
@@ -581,11 +591,13 @@ def chunk_decide_and_write(
         # The highest tier ever held: the new one, or one the history shows.
         badge_ctes = (
             f",\nbadge_rules (code, rank, name, is_title) AS (VALUES {badge_values}),\n"
-            "reached AS (SELECT o.id, o.external_id, GREATEST("
-            f"{tier_rank}, COALESCE((SELECT MAX(t.rank) FROM {history} h "
-            f"JOIN {_table(Tier)} t ON t.code = h.to_tier_id "
-            f"WHERE h.member_id = o.id AND h.created_at <= {at_sql}), 0)) AS best "
-            "FROM outcome o WHERE o.written AND o.reason IS NOT NULL),\n"
+            f"prior AS (SELECT h.member_id, MAX({prior_rank}) AS rank FROM {history} h "
+            f"WHERE {scope.where(q, 'h.member_id')} AND h.created_at <= {at_sql} "
+            "GROUP BY h.member_id),\n"
+            "reached AS (SELECT o.id, o.external_id, "
+            f"GREATEST({tier_rank}, COALESCE(p.rank, 0)) AS best "
+            "FROM outcome o LEFT JOIN prior p ON p.member_id = o.id "
+            "WHERE o.written AND o.reason IS NOT NULL),\n"
             f"badge_rows AS (INSERT INTO {_table(MemberBadge)} "
             "(member_id, badge_id, awarded_at, awarded_by, reason) "
             f"SELECT r.id, b.code, {at_sql}, {q.p(AUTOMATIC_ACTOR.label, 'text')}, "
@@ -612,7 +624,8 @@ written AS (
     FROM decided d
     WHERE d.changes AND m.id = d.id AND m.tier_version = d.tier_version
       AND {scope.where(q, "m.id")}
-      AND NOT EXISTS (SELECT 1 FROM {history} h WHERE h.job_id = {job} AND h.member_id = m.id)
+      AND NOT EXISTS (SELECT 1 FROM {history} h WHERE h.job_id = {job} AND h.member_id = m.id
+                      AND {scope.where(q, "h.member_id")})
     RETURNING m.id
 ),
 outcome AS (
