@@ -247,7 +247,21 @@ def worker(job_id: str) -> None:
             break
         reassessment_chunk_run(job_id=UUID(job_id), index=claimed[0], at=timezone.now())
     connection.close()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(peak_rss_kib())
+
+
+def peak_rss_kib() -> int:
+    """This process's own peak resident memory. Not ``getrusage``'s ``ru_maxrss``: on Linux it
+    survives ``exec``, so a worker started by a big parent (the orchestrator after generating a
+    population) would report the parent's high-water mark. ``VmHWM`` belongs to this program."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def measure_size(size: int, workers: int) -> dict[str, object]:
