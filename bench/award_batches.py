@@ -217,6 +217,7 @@ class Result:
 
 def measure(*, batches: int, clients: int = 2, workers: int = 2) -> Result:
     from bench.award_throughput import Server
+    from bench.db import analyze_after_warm_up
 
     key = prepare()
     bodies = [batch_body(number) for number in range(batches + 2)]
@@ -226,6 +227,7 @@ def measure(*, batches: int, clients: int = 2, workers: int = 2) -> Result:
         _, warm, _ = post_batches(server.base_url, key, bodies[:2], 1)  # imports, connections
         if warm == 0:
             raise SystemExit(f"No item accepted during warm-up:\n{server.log_tail()}")
+        analyze_after_warm_up()
         seconds, accepted, failures = post_batches(server.base_url, key, bodies[2:], clients)
     return Result(batches, accepted, failures, seconds, reference_insert(batches))
 

@@ -746,6 +746,8 @@ def integrity_checks(report: Report, connections: int) -> None:
 def measure(args: argparse.Namespace, api_key: str, workdir: Path, report: Report) -> None:
     from django.conf import settings
 
+    from bench.db import analyze_after_warm_up
+
     ids_files = {}
     for target in (AWARD, REFERENCE):
         ids_files[target.key] = workdir / f"{target.key}-ids.txt"
@@ -768,6 +770,7 @@ def measure(args: argparse.Namespace, api_key: str, workdir: Path, report: Repor
             print(f"warm-up {target.key}: {warm.ok_per_second:.0f} req/s", flush=True)
             if warm.ok == 0:
                 raise SystemExit(f"No 2xx during warm-up of {target.key}:\n{server.log_tail()}")
+        analyze_after_warm_up()
         settle(server)
         for round_number in range(1, args.rounds + 1):
             # ABBA order, so a drift over time (table growth, autovacuum) hits both alike.

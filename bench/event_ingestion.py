@@ -216,6 +216,7 @@ class Result:
 def measure(*, batches: int, members: int, clients: int, workers: int) -> Result:
     """Both paths over the same rows; Django must be set up."""
     from bench.award_throughput import Server
+    from bench.db import analyze_after_warm_up
 
     key, external_ids = prepare(members)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -224,6 +225,7 @@ def measure(*, batches: int, members: int, clients: int, workers: int) -> Result
     log = Path(tempfile.gettempdir()) / "bench-events-gunicorn.log"
     with Server(server_args, log) as server:
         post_batches(server.base_url, key, bodies[:2], 1)  # warm-up: imports, connections
+        analyze_after_warm_up()
         seconds, accepted, failures = post_batches(server.base_url, key, bodies[2:], clients)
     reference_seconds = reference_insert(batches * BATCH, external_ids, now)
     return Result(
