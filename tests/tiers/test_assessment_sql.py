@@ -18,8 +18,8 @@ from tests.tiers.population import AT, population_build, population_state, popul
 from tests.tiers.test_evaluation import RULES, cert, req
 from tiers.evaluation import Facts, Requirement, Rules, TierPolicy, TierState, evaluate
 from tiers.models import Nomination, NominationStatus, RuleSet, TierChange
-from tiers.services.assessment import members_assess
-from tiers.services.assessment_sql import Scope, decisions_select, iso_sql, metric_alias
+from tiers.services.assessment import members_assess, metric_alias
+from tiers.services.assessment_sql import Scope, decisions_select, iso_sql
 from tiers.services.reassessment import (
     reassessment_run_inline,
     reassessment_start,

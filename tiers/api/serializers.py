@@ -16,7 +16,7 @@ from core.api.serializers import StrictInputSerializer
 from core.models import Job
 from members.models import Member
 from rewards.selectors import RungExtras
-from tiers.evaluation import CERTIFICATION, METRICS, Requirement, Rules
+from tiers.evaluation import CERTIFICATION, METRICS, Requirement, Rules, json_number
 from tiers.models import (
     Nomination,
     RequirementPurpose,
@@ -36,13 +36,6 @@ _METRIC_HELP = (
 _MAX_REQUIREMENTS = 20
 
 
-def _plain(value: Any) -> Any:
-    """Whole numbers as integers (12, not 12.00); other decimals as JSON numbers."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
-
-
 @extend_schema_field(OpenApiTypes.NUMBER)
 class PlainNumberField(serializers.Field):
     """A threshold or a metric value, rendered as a JSON number."""
@@ -52,7 +45,7 @@ class PlainNumberField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_representation(self, value: Any) -> Any:
-        return _plain(value)
+        return json_number(value)
 
 
 # --- The ladder ---------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from tiers.models import Nomination, NominationStatus, TierChange
 from tiers.selectors import certifications_held, members_on_probation_due
 
 # Metrics summed from the daily rollup column of the same name.
-_ROLLUP_SUMS = {
+ROLLUP_SUMS = {
     "interactions": "interactions",
     "posts": "posts",
     "shares": "shares",
@@ -129,7 +129,7 @@ def members_assess(*, members: QuerySet[Member], rules: Rules, at: datetime) -> 
     for row in rows:
         member_id = row["id"]
         metrics: dict[MetricKey, Number] = {
-            key: row[_alias(key)] or 0 for key in keys if _alias(key) in row
+            key: row[metric_alias(key)] or 0 for key in keys if metric_alias(key) in row
         }
         for key in keys:
             if key in extra:
@@ -163,7 +163,8 @@ def members_assess(*, members: QuerySet[Member], rules: Rules, at: datetime) -> 
     return assessed
 
 
-def _alias(key: MetricKey) -> str:
+def metric_alias(key: MetricKey) -> str:
+    """The column name of a metric in the assessment queries (Python and SQL paths)."""
     metric, window = key
     return f"m_{metric}_{window or 0}"
 
@@ -176,7 +177,7 @@ def _state_and_rollup_metrics(
     rollup_keys = [
         (metric, window)
         for metric, window in keys
-        if window is not None and (metric in _ROLLUP_SUMS or metric == "active_days")
+        if window is not None and (metric in ROLLUP_SUMS or metric == "active_days")
     ]
     queryset = members.order_by()
     if not rollup_keys:
@@ -200,12 +201,12 @@ def _state_and_rollup_metrics(
         )
         if metric == "active_days":
             active = Q(window_activity__interactions__gt=0)
-            aggregates[_alias((metric, window))] = Count(
+            aggregates[metric_alias((metric, window))] = Count(
                 "window_activity", filter=active & in_window if in_window else active
             )
         else:
-            aggregates[_alias((metric, window))] = Sum(
-                f"window_activity__{_ROLLUP_SUMS[metric]}", filter=in_window
+            aggregates[metric_alias((metric, window))] = Sum(
+                f"window_activity__{ROLLUP_SUMS[metric]}", filter=in_window
             )
     return queryset.values(*_STATE_FIELDS).annotate(**aggregates)
 

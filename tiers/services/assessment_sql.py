@@ -41,16 +41,14 @@ from tiers.evaluation import (
     NOMINATION_ROLLED_BACK,
     PIN_EXPIRED,
     REASSESSMENT,
-    MetricKey,
     Requirement,
     Rules,
     json_number,
 )
 from tiers.models import Nomination, TierChange
 from tiers.selectors import business_day_end
+from tiers.services.assessment import ROLLUP_SUMS, AssessmentCounts, metric_alias
 
-# Metrics summed from the daily rollup column of the same name.
-ROLLUP_SUMS = ("interactions", "posts", "shares", "purchases", "purchase_amount")
 # The columns of ``facts`` besides the metrics and certifications.
 STATE_COLUMNS = (
     ("id", "uuid"),
@@ -96,11 +94,6 @@ def _execute(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         )
         cursor.execute(sql, params)
         return cursor.fetchall()
-
-
-def metric_alias(key: MetricKey) -> str:
-    metric, window = key
-    return f"m_{metric}_{window or 0}"
 
 
 def _table(model: Any) -> str:
@@ -543,20 +536,9 @@ def simulation_cells(
 # --- Deciding and writing a chunk ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkCounts:
-    matrix: dict[str, dict[str, int]]
-    assessed: int
-    changed: int
-    grace_started: int
-    confirmed: int
-    rolled_back: int
-    skipped_concurrent: int
-
-
 def chunk_decide_and_write(
     *, rules: Rules, at: datetime, scope: Scope, job_id: UUID, actor_label: str
-) -> ChunkCounts:
+) -> AssessmentCounts:
     """Decide every member of ``scope`` and write the outcome, in one statement in the caller's
     transaction: what ``decisions_apply(members_assess(...))`` does for a job chunk.
 
@@ -691,12 +673,13 @@ SELECT o.tier_code,
     COUNT(*) FILTER (WHERE o.changes AND NOT o.written)
 FROM outcome o GROUP BY 1, 2"""
     rows = _execute(sql, q.params)
-    matrix: dict[str, dict[str, int]] = {}
-    totals = [0] * 6
-    for source, target, members, *counts in rows:
-        matrix.setdefault(source, {})
-        matrix[source][target] = matrix[source].get(target, 0) + members
-        totals[0] += members
-        for position, count in enumerate(counts, start=1):
-            totals[position] += count
-    return ChunkCounts(matrix, *totals)
+    counts = AssessmentCounts()
+    for source, target, members, changed, grace, confirmed, rolled_back, skipped in rows:
+        counts.matrix[source][target] += members
+        counts.assessed += members
+        counts.changed += changed
+        counts.grace_started += grace
+        counts.confirmed += confirmed
+        counts.rolled_back += rolled_back
+        counts.skipped_concurrent += skipped
+    return counts

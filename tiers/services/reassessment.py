@@ -23,7 +23,7 @@ from django.utils.dateparse import parse_datetime
 
 from core.actors import Actor
 from core.broker import enqueue_on_commit
-from core.db import durable_atomic, lock_timeout
+from core.db import durable_atomic, is_postgres, lock_timeout
 from core.exceptions import ConflictError, NotFoundError
 from core.models import Job, JobChunk, JobStatus
 from core.selectors import job_chunks_stalled, jobs_unplanned
@@ -231,7 +231,7 @@ def reassessment_chunk_run(*, job_id: UUID, index: int, at: datetime) -> ChunkOu
         if chunk.status == JobStatus.DONE:
             return ChunkOutcome(index=index, ran=False)
         job = chunk.job
-        if connection.vendor == "postgresql":
+        if is_postgres():
             # Foreign keys checked as rows are written, not at commit: the job row locked by
             # the counters below stays locked only for the commit itself, so parallel chunks
             # do not queue behind each other's checks.
@@ -273,24 +273,13 @@ def _chunk_assess(*, job: Job, lower: UUID | None, upper: UUID | None) -> Assess
     as_of = _as_of(job)
     actor_label = f"system:reassessment:{job.pk}"
     if sql_assessment_enabled():
-        found = chunk_decide_and_write(
+        return chunk_decide_and_write(
             rules=rules,
             at=as_of,
             scope=Scope(lower=lower, upper=upper),
             job_id=job.pk,
             actor_label=actor_label,
         )
-        counts = AssessmentCounts(
-            assessed=found.assessed,
-            changed=found.changed,
-            grace_started=found.grace_started,
-            confirmed=found.confirmed,
-            rolled_back=found.rolled_back,
-            skipped_concurrent=found.skipped_concurrent,
-        )
-        for source, row in found.matrix.items():
-            counts.matrix[source].update(row)
-        return counts
     assessed = members_assess(
         members=members_in_range(lower=lower, upper=upper), rules=rules, at=as_of
     )
@@ -300,7 +289,7 @@ def _chunk_assess(*, job: Job, lower: UUID | None, upper: UUID | None) -> Assess
 
 
 def sql_assessment_enabled() -> bool:
-    return connection.vendor == "postgresql" and settings.LOYALTY_TIER_SQL_ASSESSMENT
+    return is_postgres() and settings.LOYALTY_TIER_SQL_ASSESSMENT
 
 
 def reassessment_fail(*, job_id: UUID, error: str, at: datetime) -> None:
