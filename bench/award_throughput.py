@@ -318,6 +318,10 @@ class Server:
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "bench.settings",
             "DB_CONN_MAX_AGE": "3600",
+            # The production cache: throttling counters and cached read documents in Redis, so
+            # every request pays what it pays in production (e.g. an award replaces the
+            # member's read tokens).
+            "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"),
             **(extra_env or {}),
         }
         self.log_path = log_path

@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 from core.api.authentication import actor_for_user
 from core.models import Scope
+from members.models import Member
 from rewards.models import (
     EntryKind,
     PointsAccount,
@@ -78,3 +79,23 @@ class ReferenceAwardView(APIView):
         return Response(
             {"id": entry.pk, "balance_after": balance_after}, status=status.HTTP_201_CREATED
         )
+
+
+class ReferenceMeView(APIView):
+    """The reference the read endpoints are measured against: the signed-in member's row, read
+    with one ORM query behind the same authentication, permission and throttle classes as
+    ``GET me/``, and returned as a handful of fields. What separates ``me/`` from it is the
+    tier progress, balance, benefits, badges and certifications."""
+
+    member_access = ("GET",)
+
+    def get(self, request: Request) -> Response:
+        actor = actor_for_user(request.user)
+        row = (
+            Member.objects.filter(pk=actor.member_id)
+            .values("id", "external_id", "display_name", "tier_id", "joined_at")
+            .first()
+        )
+        if row is None:
+            raise NotFound("No such member.")
+        return Response(row)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from bench.reference_views import ReferenceAwardView
+from bench.reference_views import ReferenceAwardView, ReferenceMeView
 from loyalty.urls import handler404, handler500
 from loyalty.urls import urlpatterns as loyalty_urlpatterns
 
@@ -15,4 +15,5 @@ urlpatterns = [
         ReferenceAwardView.as_view(),
         name="bench-reference-award",
     ),
+    path("bench/reference-me/", ReferenceMeView.as_view(), name="bench-reference-me"),
 ]

@@ -3,11 +3,13 @@
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import OperationalError, connection, transaction
-from django.db.models import AutoField, BigAutoField, Model
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import AutoField, BigAutoField, Lookup, Model
 
 from core.exceptions import BusyError
 
@@ -140,3 +142,28 @@ def rows_insert(objs: Sequence[Model], *, ignore_conflicts: bool = False) -> Non
                 f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(batch))}{suffix}",  # noqa: S608 - names from the model
                 [value for values in batch for value in values],
             )
+
+
+class InArray(Lookup):
+    """``lhs IN (values)``, written ``lhs = ANY(array)`` on PostgreSQL: one array parameter
+    instead of one per value. A 1,000-value ``In`` costs more in Python (preparing each value,
+    compiling, parsing and binding a statement of 1,000 placeholders) than the query takes to
+    run. A filter expression: ``Member.objects.filter(InArray(F("pk"), member_ids))``. Like
+    ``In``, no values match nothing and send no query.
+    """
+
+    lookup_name = "in_array"
+    prepare_rhs = False
+
+    def get_prep_lookup(self) -> list[object]:
+        return list(dict.fromkeys(value for value in self.rhs if value is not None))
+
+    def as_sql(self, compiler: Any, connection: BaseDatabaseWrapper) -> tuple[str, list[object]]:
+        if not self.rhs:
+            raise EmptyResultSet
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        field = self.lhs.output_field
+        values = [field.get_db_prep_value(value, connection) for value in self.rhs]
+        if connection.vendor == "postgresql":
+            return f"{lhs} = ANY(%s::{field.db_type(connection)}[])", [*lhs_params, values]
+        return f"{lhs} IN ({', '.join(['%s'] * len(values))})", [*lhs_params, *values]

@@ -7,6 +7,7 @@ statement each). Concurrent batches touching the same member serialise on the me
 account lock, taken before the already-stored event ids are read, so an event is accepted once.
 """
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,10 +20,12 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 
 from core.actors import Actor
-from core.db import chunked, is_postgres, lock_timeout, require_transaction
+from core.db import InArray, chunked, is_postgres, lock_timeout, require_transaction
 from core.exceptions import ConflictError
+from core.read_cache import member_reads_changed
 from members.lifecycle import lifecycle_refresh
 from members.models import (
     EVENT_SOURCE_MEMBER,
@@ -41,10 +44,12 @@ from rewards.services.earning import (
     CHECKIN_EVENT,
     EVENT_REFERENCE_PREFIX,
     PURCHASE_EVENT,
+    EventAward,
     EventForAward,
     business_date_of,
     events_award_batch,
 )
+from rewards.services.ledger import system_postings_deferred
 
 LOGIN_EVENT = "login"
 MAX_PURCHASE_AMOUNT = Decimal(10) ** 9
@@ -181,7 +186,7 @@ def events_ingest(*, items: Sequence[EventInput], actor: Actor, at: datetime) ->
         accounts = points_accounts_lock(member_ids=lockable, at=at) if lockable else {}
     stored = dict(
         ActivityEvent.objects.filter(
-            source=source, event_id__in=[c.stored_id for c in checked]
+            InArray(F("event_id"), [c.stored_id for c in checked]), source=source
         ).values_list("event_id", "points_awarded")
     )
 
@@ -204,14 +209,17 @@ def events_ingest(*, items: Sequence[EventInput], actor: Actor, at: datetime) ->
             first_of[c.stored_id] = c.position
             accepted.append(_Accepted(c.position, c.item, c.stored_id, c.member, c.amount))
 
-    points = _accepted_store(
-        accepted=accepted,
-        source=source,
-        accounts=accounts,
-        event_types=event_types,
-        actor=actor,
-        at=at,
-    )
+    # Every batch moves every system account shard: those rows are locked last, after the
+    # events, rollups and activity times are written, and held only for the commit.
+    with system_postings_deferred():
+        points = _accepted_store(
+            accepted=accepted,
+            source=source,
+            accounts=accounts,
+            event_types=event_types,
+            actor=actor,
+            at=at,
+        )
     for a in accepted:
         results[a.position] = EventResult(
             a.item.event_id, EventStatus.ACCEPTED, points_awarded=points[a.position]
@@ -232,7 +240,7 @@ def _members_resolve(*, items: Sequence[EventInput], actor: Actor) -> dict[str, 
     if actor.is_member:
         queryset = queryset.filter(pk=actor.member_id)
     else:
-        queryset = queryset.filter(external_id__in={item.external_id for item in items})
+        queryset = queryset.filter(InArray(F("external_id"), [item.external_id for item in items]))
     rows = [
         _MemberRow(*row) for row in queryset.values_list("pk", "external_id", "first_purchase_at")
     ]
@@ -363,22 +371,7 @@ def _accepted_store(
             at=at,
             accounts=accounts,
         )
-        ActivityEvent.objects.bulk_create(
-            [
-                ActivityEvent(
-                    source=source,
-                    event_id=a.stored_id,
-                    member_id=a.member.pk,
-                    type=a.item.type,
-                    occurred_at=a.item.occurred_at,
-                    business_date=business_date_of(a.item.occurred_at),
-                    properties=dict(a.item.properties),
-                    points_awarded=award.points,
-                    received_at=at,
-                )
-                for a, award in zip(accepted, awards, strict=True)
-            ]
-        )
+        _events_insert(accepted=accepted, awards=awards, source=source, at=at)
     except IntegrityError as error:
         # Only possible when a concurrent batch stored the same id for another member (whose
         # account lock we do not hold) or earned the same reference: the batch rolls back.
@@ -398,6 +391,55 @@ def _accepted_store(
         at=at,
     )
     return {a.position: award.points for a, award in zip(accepted, awards, strict=True)}
+
+
+def _events_insert(
+    *, accepted: Sequence[_Accepted], awards: Sequence[EventAward], source: str, at: datetime
+) -> None:
+    """Store the accepted events with the points they earned: on PostgreSQL one ``INSERT ...
+    SELECT FROM unnest`` of column arrays (no model instances), elsewhere ``bulk_create``."""
+    if not is_postgres():
+        ActivityEvent.objects.bulk_create(
+            [
+                ActivityEvent(
+                    source=source,
+                    event_id=a.stored_id,
+                    member_id=a.member.pk,
+                    type=a.item.type,
+                    occurred_at=a.item.occurred_at,
+                    business_date=business_date_of(a.item.occurred_at),
+                    properties=dict(a.item.properties),
+                    points_awarded=award.points,
+                    received_at=at,
+                )
+                for a, award in zip(accepted, awards, strict=True)
+            ]
+        )
+        return
+    days: dict[datetime, date] = {}
+    for a in accepted:
+        if a.item.occurred_at not in days:
+            days[a.item.occurred_at] = business_date_of(a.item.occurred_at)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {ActivityEvent._meta.db_table} (source, event_id, member_id, type, "  # noqa: S608 - names from the model
+            "occurred_at, business_date, properties, points_awarded, received_at) "
+            "SELECT %s, event_id, member_id, type, occurred_at, business_date, properties, "
+            "points_awarded, %s FROM unnest(%b::text[], %b::uuid[], %b::text[], "
+            "%b::timestamptz[], %b::date[], %b::jsonb[], %b::bigint[]) AS v (event_id, "
+            "member_id, type, occurred_at, business_date, properties, points_awarded)",
+            [
+                source,
+                at,
+                [a.stored_id for a in accepted],
+                [a.member.pk for a in accepted],
+                [a.item.type for a in accepted],
+                [a.item.occurred_at for a in accepted],
+                [days[a.item.occurred_at] for a in accepted],
+                [json.dumps(a.item.properties) for a in accepted],
+                [award.points for award in awards],
+            ],
+        )
 
 
 def _welcome_first_purchases(*, accepted: Sequence[_Accepted], at: datetime) -> None:
@@ -441,9 +483,11 @@ def activity_record(*, records: Sequence[RecordedActivity], at: datetime) -> Non
     require_transaction()
     if not records:
         return
+    member_ids = sorted({record.member_id for record in records})
+    member_reads_changed(member_ids)
     _daily_activity_add(records)
     _members_activity_touch(records)
-    lifecycle_refresh(member_ids=sorted({record.member_id for record in records}), at=at)
+    lifecycle_refresh(member_ids=member_ids, at=at)
 
 
 _ROLLUP_COUNTERS = (
@@ -480,6 +524,29 @@ def _daily_activity_add(records: Iterable[RecordedActivity]) -> None:
         amounts[day] += record.amount or Decimal(0)
 
     meta = MemberDailyActivity._meta
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    columns = ["member_id", "business_date", *_ROLLUP_COUNTERS, "purchase_amount"]
+    increments = ", ".join(
+        f"{quote(name)} = {table}.{quote(name)} + EXCLUDED.{quote(name)}"
+        for name in (*_ROLLUP_COUNTERS, "purchase_amount")
+    )
+    if is_postgres():
+        # One array per column: no statement size limit, and no per-value parameters to bind.
+        keys = list(counters)
+        arrays: list[list[Any]] = [[member_id for member_id, _ in keys], [day for _, day in keys]]
+        arrays += [[counters[key][name] for key in keys] for name in _ROLLUP_COUNTERS]
+        arrays.append([amounts[key] for key in keys])
+        types = [meta.get_field(name).db_type(connection) for name in _ROLLUP_COUNTERS]
+        casts = ", ".join(f"%b::{db_type}[]" for db_type in ("uuid", "date", *types, "numeric"))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(map(quote, columns))}) "  # noqa: S608
+                f"SELECT * FROM unnest({casts}) "
+                f"ON CONFLICT (member_id, business_date) DO UPDATE SET {increments}",
+                arrays,
+            )
+        return
     member_field, date_field = meta.get_field("member"), meta.get_field("business_date")
     amount_field = meta.get_field("purchase_amount")
     rows = [
@@ -491,13 +558,6 @@ def _daily_activity_add(records: Iterable[RecordedActivity]) -> None:
         ]
         for (member_id, day), row in counters.items()
     ]
-    quote = connection.ops.quote_name
-    table = quote(meta.db_table)
-    columns = ["member_id", "business_date", *_ROLLUP_COUNTERS, "purchase_amount"]
-    increments = ", ".join(
-        f"{quote(name)} = {table}.{quote(name)} + EXCLUDED.{quote(name)}"
-        for name in (*_ROLLUP_COUNTERS, "purchase_amount")
-    )
     row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
     with connection.cursor() as cursor:
         for chunk in chunked(rows, _rows_per_statement(len(columns))):
@@ -522,7 +582,8 @@ _ACTIVITY_TIMES = (
 
 def _members_activity_touch(records: Iterable[RecordedActivity]) -> None:
     """Move each member's activity times to include the batch: first_* only ever earlier,
-    last_* only ever later (a late event never rewinds them). One UPDATE ... FROM (VALUES)."""
+    last_* only ever later (a late event never rewinds them). One UPDATE ... FROM (VALUES), from
+    arrays on PostgreSQL."""
     times: dict[UUID, dict[str, datetime]] = defaultdict(dict)
     for record in records:
         member_times = times[record.member_id]
@@ -536,9 +597,33 @@ def _members_activity_touch(records: Iterable[RecordedActivity]) -> None:
                 member_times[column] = record.occurred_at
 
     meta = Member._meta
+    columns = [column for column, _, _ in _ACTIVITY_TIMES]
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    assignments = []
+    for column, earliest, _ in _ACTIVITY_TIMES:
+        current, new = f"{table}.{quote(column)}", f"v.{quote(column)}"
+        closer = "<" if earliest else ">"
+        assignments.append(
+            f"{quote(column)} = CASE WHEN {new} IS NULL THEN {current} "
+            f"WHEN {current} IS NULL OR {new} {closer} {current} THEN {new} ELSE {current} END"
+        )
+    if is_postgres():
+        # One array per column, in the order of the rows below (the members' first records).
+        arrays: list[list[Any]] = [list(times)]
+        arrays += [
+            [member_times.get(column) for member_times in times.values()] for column in columns
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH v (id, {', '.join(map(quote, columns))}) AS "  # noqa: S608
+                f"(SELECT * FROM unnest(%b::uuid[], {', '.join(['%b::timestamptz[]'] * len(columns))})) "
+                f"UPDATE {table} SET {', '.join(assignments)} FROM v WHERE {table}.id = v.id",
+                arrays,
+            )
+        return
     pk_field = meta.pk
     time_field = meta.get_field("last_activity_at")
-    columns = [column for column, _, _ in _ACTIVITY_TIMES]
     rows = [
         [
             pk_field.get_db_prep_value(member_id, connection),  # type: ignore[union-attr]
@@ -549,19 +634,7 @@ def _members_activity_touch(records: Iterable[RecordedActivity]) -> None:
         ]
         for member_id, member_times in times.items()
     ]
-    quote = connection.ops.quote_name
-    table = quote(meta.db_table)
-    # PostgreSQL types the VALUES columns from their literals: an all-NULL column would be text.
-    uuid_cast, time_cast = ("::uuid", "::timestamptz") if is_postgres() else ("", "")
-    row_sql = "(" + ", ".join([f"%s{uuid_cast}", *[f"%s{time_cast}"] * len(columns)]) + ")"
-    assignments = []
-    for column, earliest, _ in _ACTIVITY_TIMES:
-        current, new = f"{table}.{quote(column)}", f"v.{quote(column)}"
-        closer = "<" if earliest else ">"
-        assignments.append(
-            f"{quote(column)} = CASE WHEN {new} IS NULL THEN {current} "
-            f"WHEN {current} IS NULL OR {new} {closer} {current} THEN {new} ELSE {current} END"
-        )
+    row_sql = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
     with connection.cursor() as cursor:
         for chunk in chunked(rows, _rows_per_statement(len(columns) + 1)):
             cursor.execute(

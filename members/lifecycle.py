@@ -39,9 +39,10 @@ from django.db.models.functions import Coalesce
 from django.db.models.lookups import GreaterThanOrEqual, LessThanOrEqual
 
 from core.actors import system_actor
-from core.db import durable_atomic, require_transaction
+from core.db import InArray, durable_atomic, require_transaction
 from core.events import DomainEvent, domain_events_record
 from core.models import SYSTEM_NAMESPACE
+from core.read_cache import member_reads_changed
 from members.models import LifecycleStage, Member, MemberDailyActivity, TagCategory, TagSource
 from members.scenarios import scenarios_trigger
 from members.services import TagInput, TagSyncItem, TagSyncMode, tags_sync
@@ -119,7 +120,7 @@ def lifecycle_refresh(*, member_ids: Collection[UUID], at: datetime) -> list[Lif
     # One conditional UPDATE: the stage is computed from the row as it is when written, so a
     # concurrent ingestion that just refreshed the member's activity times is never undone.
     updated = (
-        Member.objects.filter(pk__in=list(member_ids), erased_at__isnull=True)
+        Member.objects.filter(InArray(F("pk"), list(member_ids)), erased_at__isnull=True)
         .exclude(lifecycle_stage=stage)
         .update(
             previous_lifecycle_stage=F("lifecycle_stage"),
@@ -129,9 +130,12 @@ def lifecycle_refresh(*, member_ids: Collection[UUID], at: datetime) -> list[Lif
     )
     if not updated:
         return []
+    member_reads_changed(member_ids)
     changes = [
         LifecycleChange(*row)
-        for row in Member.objects.filter(pk__in=list(member_ids), lifecycle_changed_at=at)
+        for row in Member.objects.filter(
+            InArray(F("pk"), list(member_ids)), lifecycle_changed_at=at
+        )
         .order_by("pk")
         .values_list("pk", "external_id", "previous_lifecycle_stage", "lifecycle_stage")
     ]

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from core.actors import Actor, ActorKind
 from core.exceptions import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from core.models import SYSTEM_NAMESPACE, Partner
+from core.read_cache import member_reads_changed
 from members.models import (
     ActivityEvent,
     Identity,
@@ -204,6 +205,7 @@ def identities_replace(
     current = {(i.provider, i.value): i for i in Identity.objects.filter(member=member)}
     stale = [identity.pk for pair, identity in current.items() if pair not in set(wanted)]
     Identity.objects.filter(pk__in=stale).delete()
+    member_reads_changed([member.pk])
     try:
         with transaction.atomic():
             Identity.objects.bulk_create(

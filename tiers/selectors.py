@@ -8,10 +8,12 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db.models import Prefetch, Q, QuerySet
+from django.utils import timezone
 
 from core.actors import Actor
 from core.exceptions import NotFoundError
 from core.models import Job
+from core.read_cache import shared_document
 from members.models import Member
 from rewards.models import CertificationGrant
 from tiers.evaluation import Requirement, Rules, TierPolicy
@@ -102,10 +104,31 @@ def rules_compile(*, rule_set: RuleSet | None, tiers: list[Tier] | None = None) 
 
 
 def rules_in_force(*, at: datetime) -> Rules:
+    """The compiled rule version in force at ``at``. The version in force now is shared by every
+    read (``core.read_cache``; publishing or editing the catalog replaces it); another time is
+    compiled afresh."""
+    rules, start, end = shared_document(
+        kind="rules-in-force", build=lambda: _rules_in_force_span(at=timezone.now())
+    )
+    if (start is None or start <= at) and (end is None or at < end):
+        return rules
+    return _rules_in_force_span(at=at)[0]
+
+
+def _rules_in_force_span(*, at: datetime) -> tuple[Rules, datetime | None, datetime | None]:
+    """The rules in force at ``at`` and the span they stay in force over: from their version's
+    effective time to the next published version's (``None``: unbounded)."""
     rule_set = rule_set_in_force(at=at)
+    start = rule_set.effective_at if rule_set is not None else None
+    end = (
+        RuleSet.objects.filter(status=RuleSetStatus.PUBLISHED, effective_at__gt=at)
+        .order_by("effective_at")
+        .values_list("effective_at", flat=True)
+        .first()
+    )
     if rule_set is not None:
         rule_set = rule_set_get(rule_set_id=rule_set.pk)
-    return rules_compile(rule_set=rule_set)
+    return rules_compile(rule_set=rule_set), start, end
 
 
 def ladder_list(*, at: datetime) -> tuple[list[Tier], RuleSet | None]:

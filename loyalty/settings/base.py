@@ -456,6 +456,13 @@ for _alias, _database in DATABASES.items():
         "DB_DISABLE_SERVER_SIDE_CURSORS", default=False
     )
 
+# --- Member read documents (core/read_cache.py) -------------------------------------------------
+# GET me/ and a member's tier are cached whole and replaced on every change of the member (or of
+# the catalog); this bounds only what time alone changes (a sliding window, an expiry). 0 = off.
+# On by default only with a shared cache: a per-process cache would not hear other processes'
+# writes (another gunicorn worker, a Celery worker).
+LOYALTY_READ_CACHE_SECONDS = env.int("LOYALTY_READ_CACHE_SECONDS", default=30 if REDIS_URL else 0)
+
 # --- Analytics (LOYALTY_ANALYTICS_..., LOYALTY_HEALTH_...) ---------------------------------------
 # Analytics results are cached this long (keyed by parameters and the business hour; 0 = off).
 LOYALTY_ANALYTICS_CACHE_SECONDS = env.int("LOYALTY_ANALYTICS_CACHE_SECONDS", default=300)

@@ -20,6 +20,10 @@ STORAGES = {
 }
 # Each test process gets its own memory cache so throttling counters never leak between runs.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# The cached read documents stay on with it: tasks run in the test's own process, so every
+# write reaches the cache that serves the next read, and every test that writes and then reads
+# `me/` or a member's tier checks that the write replaced the documents.
+LOYALTY_READ_CACHE_SECONDS = 30
 # Tasks run inline, except in the subprocess workers of the real-broker tests
 # (tests/core/test_webhooks_worker.py), which isolate their queues under a per-run key prefix.
 CELERY_TASK_ALWAYS_EAGER = not os.environ.get("LOYALTY_TEST_REAL_BROKER")

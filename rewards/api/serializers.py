@@ -1,5 +1,7 @@
 """Input and output bodies of the points endpoints."""
 
+from typing import Any
+
 from django.conf import settings
 from rest_framework import serializers
 
@@ -114,6 +116,69 @@ class AwardBatchSerializer(StrictInputSerializer):
     items = AwardBatchItemSerializer(
         many=True, min_length=1, max_length=settings.LOYALTY_MAX_BATCH_ITEMS
     )
+
+
+_AWARD_BATCH_ITEM_FIELDS = frozenset(AwardBatchItemSerializer._declared_fields)
+_AWARD_REASON_OF = {str(reason): reason for reason in AWARD_REASONS}
+
+
+def _plain_text(value: Any, max_length: int) -> bool:
+    """A string that ``CharField`` keeps as is: printable (so no NUL or surrogate), nothing to
+    trim, not too long."""
+    return (
+        type(value) is str
+        and len(value) <= max_length
+        and value.isprintable()
+        and value.strip() == value
+    )
+
+
+def award_batch_items_parse(data: Any) -> list[dict[str, Any]] | None:
+    """The validated items of an award batch whose every value is already in its final form
+    (ints, plain strings, no dates), as ``AwardBatchSerializer`` would return them, checked
+    without DRF's per-field machinery (a tenth of a 1,000-item batch's time). ``None`` when any
+    item needs the serializer: a value to coerce or parse, or an error to report, which then
+    comes from the serializer itself, so the 400 is the same.
+    """
+    if type(data) is not dict or data.keys() != {"items"}:
+        return None
+    raw_items = data["items"]
+    if type(raw_items) is not list or not 1 <= len(raw_items) <= settings.LOYALTY_MAX_BATCH_ITEMS:
+        return None
+    max_points = settings.LOYALTY_POINTS_MAX_AWARD
+    items = []
+    for raw in raw_items:
+        if type(raw) is not dict or not raw.keys() <= _AWARD_BATCH_ITEM_FIELDS:
+            return None
+        external_id, points = raw.get("external_id"), raw.get("points")
+        note, key = raw.get("note", ""), raw.get("idempotency_key", "")
+        if not (
+            _plain_text(external_id, 128)
+            and external_id
+            and type(points) is int
+            and 1 <= points <= max_points
+            and _plain_text(note, 500)
+            and _plain_text(key, 255)
+            and (key or "idempotency_key" not in raw)  # a key given may not be blank
+            and raw.get("expires_at") is None
+            and raw.get("pending_until") is None
+        ):
+            return None
+        item = {
+            "external_id": external_id,
+            "points": points,
+            "note": note,
+            "expires_at": None,
+            "pending_until": None,
+            "idempotency_key": key,
+        }
+        if "reason" in raw:
+            reason = raw["reason"]
+            if type(reason) is not str or reason not in _AWARD_REASON_OF:
+                return None
+            item["reason"] = _AWARD_REASON_OF[reason]
+        items.append(item)
+    return items
 
 
 class AwardBatchResultSerializer(serializers.Serializer):

@@ -37,6 +37,7 @@ from rewards.api.serializers import (
     RedemptionUpdateInputSerializer,
     RewardInputSerializer,
     RewardSerializer,
+    award_batch_items_parse,
 )
 from rewards.filters import PointsEntryFilter, RedemptionFilter
 from rewards.models import PointsEntry, Reason, Redemption, RedemptionStatus, Reward
@@ -169,9 +170,11 @@ class PointsAwardBatchView(APIView):
     )
     def post(self, request: Request) -> Response:
         actor = actor_of(request)
-        data = AwardBatchSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        items = data.validated_data["items"]
+        items = award_batch_items_parse(request.data)
+        if items is None:  # something to coerce or to report: the serializer does it
+            data = AwardBatchSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            items = data.validated_data["items"]
         default_reason = Reason.PARTNER if actor.is_partner else Reason.MANUAL
 
         def effect() -> Response:
@@ -195,8 +198,8 @@ class PointsAwardBatchView(APIView):
                 {
                     "external_id": item["external_id"],
                     "status": result.status,
-                    "entry_id": result.entry.pk if result.entry else None,
-                    "balance_after": result.entry.balance_after if result.entry else None,
+                    "entry_id": result.entry_id,
+                    "balance_after": result.balance_after,
                     "errors": result.errors,
                 }
                 for item, result in zip(items, results, strict=True)

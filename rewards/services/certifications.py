@@ -17,6 +17,7 @@ from core.broker import enqueue_on_commit
 from core.db import chunked, require_transaction
 from core.events import DomainEvent, domain_event_record, domain_events_record
 from core.exceptions import ConflictError, InvalidInputError
+from core.read_cache import member_reads_changed
 from members.models import Member
 from rewards.models import Certification, CertificationGrant
 from rewards.services.honors import CERTIFICATION, badges_award_automatic
@@ -234,6 +235,7 @@ def certifications_expire(
                 at=at,
             )
             _reassess_after_commit(sorted({row[1] for row in batch}), "certification_expired")
+            member_reads_changed([row[1] for row in batch])
         if progress:
             progress(len(batch))
     return len(rows)
@@ -352,6 +354,7 @@ def certifications_grant_batch(
             refreshed.append(grant)
         outcomes[member_id] = (GRANT_GRANTED, "")
         granted.append(member_id)
+    member_reads_changed(granted)
     if created:
         CertificationGrant.objects.bulk_create(created)
     if refreshed:

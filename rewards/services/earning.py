@@ -19,11 +19,12 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, F
 
 from core.actors import Actor
-from core.db import require_transaction
+from core.db import InArray, is_postgres, require_transaction
+from core.read_cache import member_reads_changed
 from members.models import ActivityEvent, Member
 from rewards.locks import points_accounts_lock
 from rewards.models import (
@@ -36,7 +37,7 @@ from rewards.models import (
     Reason,
 )
 from rewards.services.honors import CHECKIN_STREAK, badges_award_automatic
-from rewards.services.ledger import AwardSpec, _credit_locked, _Posting, _write
+from rewards.services.ledger import AwardSpec, credits_post
 
 CHECKIN_EVENT = "checkin"
 PURCHASE_EVENT = "purchase"
@@ -65,7 +66,7 @@ _STATIC_OUTCOMES = frozenset(
 class EventAward:
     outcome: AwardOutcome
     points: int = 0
-    entry: PointsEntry | None = None
+    entry_id: int | None = None  # the entry that posted the points
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +179,7 @@ def events_award_batch(
     tiers = {
         member_id: (rank, multiplier)
         for member_id, rank, multiplier in Member.objects.filter(
-            pk__in={item.member_id for item in items}
+            InArray(F("pk"), [item.member_id for item in items])
         ).values_list("pk", "tier__rank", "tier__points_multiplier")
     }
     max_points = settings.LOYALTY_POINTS_MAX_AWARD
@@ -211,12 +212,11 @@ def events_award_batch(
     if accounts is None:
         # The account locks serialise each member's awards: counters read below stay exact.
         accounts = points_accounts_lock(member_ids=member_ids, at=at)
-    versions = {member_id: account.version for member_id, account in accounts.items()}
     references = [items[position].reference for position in eligible]
     awarded_before = set(
-        PointsEntry.objects.filter(kind=EntryKind.EARN, reference__in=references).values_list(
-            "reference", flat=True
-        )
+        PointsEntry.objects.filter(kind=EntryKind.EARN)
+        .filter(InArray(F("reference"), references))
+        .values_list("reference", flat=True)
     )
     limited_types = {
         item.event_type
@@ -232,7 +232,7 @@ def events_award_batch(
         business_dates={business_date_of(items[position].occurred_at) for position in eligible},
     )
 
-    posting = _Posting()
+    credits: list[tuple[int, AwardSpec]] = []  # (position, spec), posted together below
     touched_days: set[tuple[UUID, str, date]] = set()
     for position in sorted(eligible, key=lambda p: (items[p].occurred_at, p)):
         item = items[position]
@@ -255,15 +255,18 @@ def events_award_batch(
             expires_at=at + timedelta(days=rule.expiry_days or settings.LOYALTY_POINTS_EXPIRY_DAYS),
             pending_until=at + timedelta(days=rule.pending_days) if rule.pending_days else None,
         )
-        entry = _credit_locked(accounts[item.member_id], spec, actor=actor, at=at, posting=posting)
+        credits.append((position, spec))
         points_so_far, awards_so_far = daily[day]
         daily[day] = (points_so_far + decision.points, awards_so_far + 1)
         last_hour[hour] += 1
         touched_days.add(day)
-        results[position] = EventAward(AwardOutcome.AWARDED, decision.points, entry)
 
-    if posting.entries:
-        _write(list(accounts.values()), versions, posting, at)
+    if credits:
+        posted = credits_post(
+            accounts=accounts, specs=[spec for _, spec in credits], actor=actor, at=at
+        )
+        for (position, spec), (entry_id, _) in zip(credits, posted, strict=True):
+            results[position] = EventAward(AwardOutcome.AWARDED, spec.points, entry_id)
         _daily_earnings_save({day: daily[day] for day in touched_days})
     return [result for result in results if result is not None]
 
@@ -278,7 +281,7 @@ def _recent_award_counts(
         return counts
     awarded_events = (
         ActivityEvent.objects.filter(
-            member_id__in=member_ids,
+            InArray(F("member_id"), member_ids),
             type__in=event_types,
             points_awarded__gt=0,
             received_at__gt=since,
@@ -290,7 +293,7 @@ def _recent_award_counts(
     for member_id, event_type, awards in awarded_events:
         counts[member_id, event_type] += awards
     direct = PointsEntry.objects.filter(
-        member_id__in=member_ids,
+        InArray(F("member_id"), member_ids),
         kind=EntryKind.EARN,
         reason__in=(Reason.CHECKIN, Reason.EVENT, Reason.PURCHASE),
         created_at__gt=since,
@@ -307,7 +310,9 @@ def _daily_earnings(
 ) -> defaultdict[tuple[UUID, str, date], tuple[int, int]]:
     """(points, awards) per (member, event type, business day); a missing day is (0, 0)."""
     rows = DailyEarning.objects.filter(
-        member_id__in=member_ids, event_type__in=event_types, business_date__in=business_dates
+        InArray(F("member_id"), member_ids),
+        event_type__in=event_types,
+        business_date__in=business_dates,
     ).values_list("member_id", "event_type", "business_date", "points", "awards_count")
     daily: defaultdict[tuple[UUID, str, date], tuple[int, int]] = defaultdict(lambda: (0, 0))
     for member_id, event_type, day, points, awards in rows:
@@ -317,6 +322,24 @@ def _daily_earnings(
 
 def _daily_earnings_save(totals: dict[tuple[UUID, str, date], tuple[int, int]]) -> None:
     """Write the daily counters' new totals in one upsert (exact: read under the account locks)."""
+    if is_postgres():
+        keys = list(totals)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {DailyEarning._meta.db_table} (member_id, event_type, "  # noqa: S608 - names from the model
+                "business_date, points, awards_count) SELECT * FROM unnest(%b::uuid[], "
+                "%b::text[], %b::date[], %b::bigint[], %b::int[]) "
+                "ON CONFLICT (member_id, event_type, business_date) DO UPDATE "
+                "SET points = EXCLUDED.points, awards_count = EXCLUDED.awards_count",
+                [
+                    [member_id for member_id, _, _ in keys],
+                    [event_type for _, event_type, _ in keys],
+                    [day for _, _, day in keys],
+                    [totals[key][0] for key in keys],
+                    [totals[key][1] for key in keys],
+                ],
+            )
+        return
     DailyEarning.objects.bulk_create(
         [
             DailyEarning(
@@ -369,6 +392,7 @@ def checkin_create(*, member: Member, actor: Actor, at: datetime) -> CheckInResu
             )
     except IntegrityError:  # a concurrent call for the same day won
         return CheckInResult(CheckIn.objects.get(member=member, business_date=today), created=False)
+    member_reads_changed([member.pk])  # the check-in streak is a tier metric
     award = award_for_event(
         member=member,
         event_type=CHECKIN_EVENT,
@@ -376,9 +400,9 @@ def checkin_create(*, member: Member, actor: Actor, at: datetime) -> CheckInResu
         actor=actor,
         at=at,
     )
-    if award.entry is not None:
+    if award.entry_id is not None:
         check_in.points_awarded = award.points
-        check_in.entry = award.entry
+        check_in.entry_id = award.entry_id
         check_in.save(update_fields=("points_awarded", "entry"))
     # Imported here because members.activity imports this module (ingestion earns through it).
     from members.activity import checkin_activity_record

@@ -23,6 +23,7 @@ from core.actors import Actor, system_actor
 from core.db import chunked, require_transaction
 from core.events import DomainEvent, domain_events_record
 from core.exceptions import InvalidInputError
+from core.read_cache import member_reads_changed
 from members.exceptions import MemberErasedError
 from members.models import Member, MemberDailyActivity
 from rewards.models import Badge, BadgeKind, Benefit, BenefitKind, CheckIn, MemberBadge
@@ -312,6 +313,7 @@ def _awards_insert(
             written.extend(
                 (member_pk.to_python(member), code) for member, code in cursor.fetchall()
             )
+    member_reads_changed([member_id for member_id, _ in written])
     return written
 
 

@@ -17,6 +17,7 @@ from django.db.models import Min, QuerySet, Sum
 
 from core.actors import system_actor
 from core.events import DomainEvent, domain_events_record
+from core.read_cache import member_reads_changed
 from rewards.locks import points_accounts_lock
 from rewards.models import (
     EntryKind,
@@ -143,6 +144,7 @@ def points_release_pending(
             PointsAccount.objects.bulk_update(
                 list(accounts.values()), ["available", "pending", "updated_at"]
             )
+            member_reads_changed(accounts)
         released += len(lots)
         if progress:
             progress(len(member_ids))

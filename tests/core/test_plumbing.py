@@ -1,6 +1,8 @@
 """Cross-cutting plumbing: health, throttling, schema, problem rendering, commands."""
 
 import io
+import os
+import uuid
 from unittest import mock
 
 import pytest
@@ -75,6 +77,45 @@ def test_throttling_is_per_client_not_shared(low_rates, make_member):
 
     assert first == [200, 200, 429]
     assert second == 200
+
+
+def test_the_previous_window_weighs_by_how_much_of_it_the_sliding_window_covers(
+    low_rates, member_client
+) -> None:
+    """2/min: two requests late in one minute, then halfway into the next one counts as one
+    (half of two) plus the new request: allowed; one more is refused until the minute ends."""
+    minute = 60 * 1_000_000
+
+    def at(seconds: float):
+        return mock.patch("core.api.throttles.ClientRateThrottle.timer", return_value=seconds)
+
+    with at(minute + 59):
+        assert [member_client.get("/api/v1/me/").status_code for _ in range(2)] == [200, 200]
+    with at(minute + 90):
+        assert member_client.get("/api/v1/me/").status_code == 200
+        refused = member_client.get("/api/v1/me/")
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) == 30
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL)")
+def test_with_redis_the_count_is_one_pipelined_round_trip(low_rates, member_client) -> None:
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+    from django.test import override_settings
+
+    redis_cache = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["REDIS_URL"],
+            "KEY_PREFIX": f"throttle-test-{uuid.uuid4().hex}",
+        }
+    }
+    # The counters expire after two minutes on their own (a clear() would flush the database).
+    with override_settings(CACHES=redis_cache, LOYALTY_READ_CACHE_SECONDS=0):
+        statuses = [member_client.get("/api/v1/me/").status_code for _ in range(3)]
+        assert isinstance(caches["default"], RedisCache)
+    assert statuses == [200, 200, 429]
 
 
 def test_default_rates_meet_the_spec():

@@ -502,9 +502,10 @@ def test_a_concurrent_batch_storing_the_same_id_answers_409_and_writes_nothing(
 
     from django.db import IntegrityError
 
-    with mock.patch.object(
-        ActivityEvent.objects, "bulk_create", side_effect=IntegrityError("duplicate key")
-    ):
+    from members import activity
+
+    # The events' insert is where a concurrent batch's row for the same id would collide.
+    with mock.patch.object(activity, "_events_insert", side_effect=IntegrityError("duplicate key")):
         response = partner_client.post(EVENTS, {"events": [_event("c-1")]}, format="json")
 
     assert_problem(response, 409, "event_batch_conflict")

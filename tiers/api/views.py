@@ -2,6 +2,7 @@
 nominations, rule versions, population reassessments and simulations. Each handler parses its
 input, calls the tier services or selectors and renders the result."""
 
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +23,7 @@ from core.api.pagination import CreatedCursorPagination
 from core.api.serializers import EmptyInputSerializer
 from core.exceptions import NotFoundError
 from core.models import Job, Scope
+from core.read_cache import member_document
 from members.models import Member
 from members.selectors import member_get_for_actor
 from rewards.selectors import rung_extras
@@ -135,15 +137,28 @@ _MEMBER_TIER_DESCRIPTION = (
 )
 
 
-def _member_tier_response(request: Request, member: Member) -> Response:
+def _member_tier_response(
+    request: Request, member_id: UUID, get_member: Callable[[], Member]
+) -> Response:
+    """The tier now (the cached document: ``core.read_cache``) or held at the end of ``at``.
+    ``get_member`` raises 404 for a member the actor may not see; it runs before any cached
+    document is shown to an actor whose sight is limited to themselves."""
     query = MemberTierQuerySerializer(data=request.query_params)
     query.is_valid(raise_exception=True)
     day = query.validated_data.get("at")
-    now = timezone.now()
+    actor = actor_of(request)
     if day is None:
-        standing = member_tier_standing(member=member, rules=rules_in_force(at=now), at=now)
-        return Response(MemberTierSerializer(MemberTierSerializer.body(standing)).data)
-    if day > business_date_of(now):
+        if actor.is_member and actor.member_id != member_id:
+            get_member()
+
+        def build() -> dict[str, Any]:
+            member, now = get_member(), timezone.now()
+            standing = member_tier_standing(member=member, rules=rules_in_force(at=now), at=now)
+            return dict(MemberTierSerializer(MemberTierSerializer.body(standing)).data)
+
+        return Response(member_document(kind="tier", member_id=member_id, build=build))
+    member = get_member()
+    if day > business_date_of(timezone.now()):
         raise ValidationError({"at": ["Must not be in the future."]}, code="in_future")
     held = tier_held_on(member=member, day=day)
     if held is None:
@@ -161,10 +176,13 @@ class MemberTierView(MemberReadAccess, APIView):
         description=_MEMBER_TIER_DESCRIPTION,
     )
     def get(self, request: Request, member_id: UUID) -> Response:
-        member = member_get_for_actor(
-            actor=actor_of(request), member_id=member_id, with_identities=False
+        return _member_tier_response(
+            request,
+            member_id,
+            lambda: member_get_for_actor(
+                actor=actor_of(request), member_id=member_id, with_identities=False
+            ),
         )
-        return _member_tier_response(request, member)
 
 
 class MeTierView(APIView):
@@ -177,8 +195,15 @@ class MeTierView(APIView):
     )
     def get(self, request: Request) -> Response:
         actor = actor_of(request)
-        member = member_get_for_actor(actor=actor, member_id=actor.member_id, with_identities=False)  # type: ignore[arg-type]
-        return _member_tier_response(request, member)
+        return _member_tier_response(
+            request,
+            actor.member_id,  # type: ignore[arg-type]
+            lambda: member_get_for_actor(
+                actor=actor,
+                member_id=actor.member_id,  # type: ignore[arg-type]
+                with_identities=False,
+            ),
+        )
 
 
 class MemberTierHistoryView(MemberReadAccess, generics.ListAPIView):

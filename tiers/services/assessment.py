@@ -22,6 +22,7 @@ from django.db.models import Count, FilteredRelation, Q, QuerySet, Sum
 
 from core.db import require_transaction, rows_insert
 from core.events import DomainEvent, domain_events_record
+from core.read_cache import member_reads_changed
 from members.models import Member
 from members.selectors import checkin_streaks_by_member, qualifying_points_by_member
 from rewards.services.earning import business_date_of
@@ -257,6 +258,7 @@ def decisions_apply(
     counts = AssessmentCounts()
     changes = [item for item in assessed if item.decision.changes(item.before)]
     written = _states_write(changes, at, job_id) if changes else set()
+    member_reads_changed(written)
     history: list[TierChange] = []
     events: list[DomainEvent] = []
     confirmed: list[UUID] = []

@@ -12,6 +12,7 @@ from django.db.models import F
 from core.actors import Actor
 from core.events import domain_event_record
 from core.exceptions import ConflictError, InvalidInputError, NotFoundError
+from core.read_cache import member_reads_changed
 from members.models import Member
 from rewards.services.honors import REACHED_TIER, badges_award_automatic
 from tiers.models import (
@@ -130,6 +131,7 @@ def tier_promote(
         elif locked.tier_pin_id is not None and target.rank < _rank(locked.tier_pin_id):
             update.update(tier_pin=None, tier_pinned_until=None)
         Member.objects.filter(pk=locked.pk).update(**update)
+        member_reads_changed([locked.pk])
         change = TierChange.objects.create(
             member=locked,
             from_tier=before,
@@ -258,6 +260,7 @@ def nomination_review(
             tier_version=F("tier_version") + 1,
             updated_at=at,
         )
+        member_reads_changed([member.pk])
         change = TierChange.objects.create(
             member=member,
             from_tier_id=member.tier_id,

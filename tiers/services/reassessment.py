@@ -26,6 +26,7 @@ from core.broker import enqueue_on_commit
 from core.db import durable_atomic, is_postgres, lock_timeout
 from core.exceptions import ConflictError, NotFoundError
 from core.models import Job, JobChunk, JobStatus
+from core.read_cache import all_reads_changed
 from core.selectors import job_chunks_stalled, jobs_unplanned
 from members.models import Member
 from tiers.evaluation import Rules
@@ -273,6 +274,8 @@ def _chunk_assess(*, job: Job, lower: UUID | None, upper: UUID | None) -> Assess
     as_of = _as_of(job)
     actor_label = f"system:reassessment:{job.pk}"
     if sql_assessment_enabled():
+        # The statement does not say which members it changed: every document is rebuilt.
+        all_reads_changed()
         return chunk_decide_and_write(
             rules=rules,
             at=as_of,

@@ -1,0 +1,225 @@
+"""A member's read documents (``GET me/``, a member's tier), cached whole and never stale.
+
+A document is built by the selectors and serializers as before and cached with the two tokens
+read in the same cache round trip as it: the member's token, replaced whenever something of
+that member changes, and the everyone token, replaced when something of every member's
+documents changes (the catalog, a rule version, a population job). A cached document counts
+only while both tokens it was built under are still the current ones, so a hit costs one
+``MGET`` and no query.
+
+Writers replace tokens twice: at once (inside their transaction) and again after the commit.
+A reader reads the tokens before the database, so whatever it builds from a state a writer has
+not committed yet carries a token the commit replaces: no interleaving leaves a stale document
+current. Entries expire after ``LOYALTY_READ_CACHE_SECONDS``, which bounds what only time
+changes (a 90-day window sliding, points entering the 30-day expiry view, a certification
+reaching its expiry); member tokens live twice as long as documents, so a document never
+outlives the token that would invalidate it. ``0`` turns the cache off.
+
+With the cache (Redis) down, documents are built from the database on every read and writers
+go on without replacing tokens; a document cached before the outage can then be served until it
+expires, which the expiry bounds.
+
+Every service that changes what these documents show calls :func:`member_reads_changed` (or
+:func:`all_reads_changed` for set-based jobs); ORM saves and deletes of the models they read
+are covered by signal receivers (``core.apps``) for code paths outside the services, such as
+the admin's change forms.
+"""
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID
+
+from django.conf import settings
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.redis import RedisCache
+from django.db import transaction
+from redis import RedisError
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+# What the cache backend raises when Redis is down or unreachable.
+_UNAVAILABLE = (RedisError, OSError)
+
+_EVERYONE = "reads:everyone"
+
+
+def _canonical(member_id: UUID | str) -> UUID:
+    # Writers hold ids as UUIDs or as strings of either spelling: one key per member.
+    return member_id if isinstance(member_id, UUID) else UUID(str(member_id))
+
+
+def _member_token_key(member_id: UUID | str) -> str:
+    return f"reads:member:{_canonical(member_id)}"
+
+
+def _document_key(kind: str, member_id: UUID | str) -> str:
+    return f"reads:{kind}:{_canonical(member_id)}"
+
+
+def _seconds() -> int:
+    return int(settings.LOYALTY_READ_CACHE_SECONDS)
+
+
+def _new_token() -> int:
+    # An integer: Django's Redis serializer stores it as plain digits, so tokens written by the
+    # pipeline below read back through the cache API unchanged.
+    return int.from_bytes(os.urandom(7), "big")
+
+
+def member_document(*, kind: str, member_id: UUID | str, build: Callable[[], T]) -> T:
+    """The member's ``kind`` document: the cached one while it is current, else ``build()``'s
+    result, cached for the next reader. ``build`` raising (a 404) caches nothing."""
+    seconds = _seconds()
+    if seconds <= 0:
+        return build()
+    token_key, document_key = _member_token_key(member_id), _document_key(kind, member_id)
+    try:
+        found: dict[str, Any] = cache.get_many([_EVERYONE, token_key, document_key])
+    except _UNAVAILABLE:
+        logger.warning("Read cache unavailable: building the %s document.", kind, exc_info=True)
+        return build()
+    everyone, member = found.get(_EVERYONE), found.get(token_key)
+    cached = found.get(document_key)
+    if cached is not None and cached[0] == everyone and cached[1] == member:
+        return cached[2]
+    document = build()
+    _store(document_key, (everyone, member, document), seconds)
+    return document
+
+
+def shared_document(*, kind: str, build: Callable[[], T]) -> T:
+    """A document every member's documents are built from (the rules in force): the cached one
+    while the everyone token is unchanged, else ``build()``'s result, cached for the next."""
+    seconds = _seconds()
+    if seconds <= 0:
+        return build()
+    key = f"reads:shared:{kind}"
+    try:
+        found: dict[str, Any] = cache.get_many([_EVERYONE, key])
+    except _UNAVAILABLE:
+        logger.warning("Read cache unavailable: building the %s document.", kind, exc_info=True)
+        return build()
+    everyone, cached = found.get(_EVERYONE), found.get(key)
+    if cached is not None and cached[0] == everyone:
+        return cached[1]
+    document = build()
+    _store(key, (everyone, document), seconds)
+    return document
+
+
+def _store(key: str, value: Any, seconds: int) -> None:
+    try:
+        cache.set(key, value, timeout=seconds)
+    except _UNAVAILABLE:
+        logger.warning("Read cache unavailable: %s not stored.", key, exc_info=True)
+
+
+def member_reads_changed(member_ids: Iterable[UUID | str]) -> None:
+    """Something the members' documents show changed: replace their tokens now and again after
+    the surrounding transaction commits (at once outside one)."""
+    if _seconds() <= 0:
+        return
+    keys = tuple(dict.fromkeys(_member_token_key(member_id) for member_id in member_ids))
+    if keys:
+        _replace_after_commit(TokensReplace(keys))
+
+
+def all_reads_changed() -> None:
+    """Something every member's documents show changed (the catalog, a rule version, a job
+    over the population): replace the everyone token now and after the commit."""
+    if _seconds() <= 0:
+        return
+    _replace_after_commit(TokensReplace((_EVERYONE,)))
+
+
+@dataclass(frozen=True, slots=True)
+class TokensReplace:
+    """Give these token keys new values: run at once and as an on-commit callback (a type of
+    its own, so tests can tell it from the effects a write queues)."""
+
+    keys: tuple[str, ...]
+
+    def __call__(self) -> None:
+        token = _new_token()
+        try:
+            if self.keys == (_EVERYONE,):
+                cache.set(_EVERYONE, token, timeout=None)
+            else:
+                _tokens_set(self.keys, token, 2 * _seconds())
+        except _UNAVAILABLE:
+            # The write stands; documents cached before the outage expire on their own.
+            logger.warning("Read cache unavailable: tokens not replaced.", exc_info=True)
+
+
+_SET_ALL_LUA = """
+for _, key in ipairs(KEYS) do
+    redis.call('SET', key, ARGV[1], 'EX', ARGV[2])
+end
+"""
+
+
+def _tokens_set(keys: tuple[str, ...], token: int, seconds: int) -> None:
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    if isinstance(backend, RedisCache):
+        # One command for all the keys (a batch replaces a thousand tokens: the cache API, or a
+        # pipeline, would pack a command or two per key, 10 ms per thousand here).
+        client = backend._cache.get_client(write=True)
+        client.eval(
+            _SET_ALL_LUA, len(keys), *(backend.make_key(key) for key in keys), token, seconds
+        )
+    else:
+        cache.set_many(dict.fromkeys(keys, token), timeout=seconds)
+
+
+def _replace_after_commit(replace: TokensReplace) -> None:
+    replace()
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(replace)
+
+
+# Models whose ORM saves and deletes change a member's documents (by the member they belong
+# to) or everyone's (the catalog the documents are read against).
+_MEMBER_MODELS = (
+    "members.Member",
+    "members.Identity",
+    "rewards.PointsAccount",
+    "rewards.MemberBadge",
+    "rewards.CertificationGrant",
+)
+_CATALOG_MODELS = (
+    "tiers.Tier",
+    "tiers.RuleSet",
+    "tiers.TierRule",
+    "tiers.TierRequirement",
+    "rewards.Benefit",
+    "rewards.Badge",
+    "rewards.Certification",
+)
+
+
+def _member_saved_or_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    member_id = instance.pk if sender._meta.label == "members.Member" else instance.member_id
+    if member_id is not None:
+        member_reads_changed([member_id])
+
+
+def _catalog_saved_or_deleted(sender: Any, **kwargs: Any) -> None:
+    all_reads_changed()
+
+
+def connect_receivers() -> None:
+    """Replace tokens on ORM saves and deletes of the models the documents read."""
+    from django.apps import apps
+    from django.db.models.signals import post_delete, post_save
+
+    for labels, receiver in (
+        (_MEMBER_MODELS, _member_saved_or_deleted),
+        (_CATALOG_MODELS, _catalog_saved_or_deleted),
+    ):
+        for label in labels:
+            model = apps.get_model(label)
+            post_save.connect(receiver, sender=model, dispatch_uid=f"reads-save-{label}")
+            post_delete.connect(receiver, sender=model, dispatch_uid=f"reads-delete-{label}")
