@@ -33,10 +33,11 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from django.conf import settings
-from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache import cache
 from django.db import transaction
 from redis import RedisError
+
+from core.cache_client import redis_backend, redis_client, redis_get_many
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def member_document(*, kind: str, member_id: UUID | str, build: Callable[[], T])
         return build()
     token_key, document_key = _member_token_key(member_id), _document_key(kind, member_id)
     try:
-        found: dict[str, Any] = cache.get_many([_EVERYONE, token_key, document_key])
+        found = _get_many([_EVERYONE, token_key, document_key])
     except _UNAVAILABLE:
         logger.warning("Read cache unavailable: building the %s document.", kind, exc_info=True)
         return build()
@@ -98,7 +99,7 @@ def shared_document(*, kind: str, build: Callable[[], T]) -> T:
         return build()
     key = f"reads:shared:{kind}"
     try:
-        found: dict[str, Any] = cache.get_many([_EVERYONE, key])
+        found = _get_many([_EVERYONE, key])
     except _UNAVAILABLE:
         logger.warning("Read cache unavailable: building the %s document.", kind, exc_info=True)
         return build()
@@ -108,6 +109,11 @@ def shared_document(*, kind: str, build: Callable[[], T]) -> T:
     document = build()
     _store(key, (everyone, document), seconds)
     return document
+
+
+def _get_many(keys: list[str]) -> dict[str, Any]:
+    backend = redis_backend()
+    return cache.get_many(keys) if backend is None else redis_get_many(backend, keys)
 
 
 def _store(key: str, value: Any, seconds: int) -> None:
@@ -162,12 +168,11 @@ end
 
 
 def _tokens_set(keys: tuple[str, ...], token: int, seconds: int) -> None:
-    backend = caches[DEFAULT_CACHE_ALIAS]
-    if isinstance(backend, RedisCache):
+    backend = redis_backend()
+    if backend is not None:
         # One command for all the keys (a batch replaces a thousand tokens: the cache API, or a
         # pipeline, would pack a command or two per key, 10 ms per thousand here).
-        client = backend._cache.get_client(write=True)
-        client.eval(
+        redis_client(backend).eval(
             _SET_ALL_LUA, len(keys), *(backend.make_key(key) for key in keys), token, seconds
         )
     else:

@@ -4,14 +4,13 @@ import logging
 from typing import Any
 
 import redis
-from django.core.cache import DEFAULT_CACHE_ALIAS, caches
-from django.core.cache.backends.redis import RedisCache
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from core.api.authentication import MemberPrincipal, PartnerPrincipal
 from core.api.permissions import role_of
+from core.cache_client import redis_backend, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +62,17 @@ class ClientRateThrottle(SimpleRateThrottle):
 
     def _counts(self, current: str, previous: str, *, timeout: int) -> tuple[int, int]:
         """Count this request in ``current``; the counts of ``current`` and ``previous``."""
-        backend = caches[DEFAULT_CACHE_ALIAS]
-        if isinstance(backend, RedisCache):
-            current_key = backend.make_and_validate_key(current)
-            previous_key = backend.make_and_validate_key(previous)
-            client = backend._cache.get_client(current_key, write=True)
-            pipeline = client.pipeline(transaction=False)
+        backend = redis_backend()
+        if backend is not None:
+            current_key, previous_key = backend.make_key(current), backend.make_key(previous)
+            pipeline = redis_client(backend).pipeline(transaction=False)
             pipeline.incr(current_key)
             pipeline.expire(current_key, timeout)
             pipeline.get(previous_key)
             count, _, earlier = pipeline.execute()
             return int(count), int(earlier or 0)
-        count = 1 if backend.add(current, 1, timeout=timeout) else backend.incr(current)
-        return count, int(backend.get(previous, 0))
+        count = 1 if self.cache.add(current, 1, timeout=timeout) else self.cache.incr(current)
+        return count, int(self.cache.get(previous, 0))
 
     def wait(self) -> float:
         return max(1.0, self.wait_seconds)

@@ -143,9 +143,11 @@ def _member_tier_response(
     """The tier now (the cached document: ``core.read_cache``) or held at the end of ``at``.
     ``get_member`` raises 404 for a member the actor may not see; it runs before any cached
     document is shown to an actor whose sight is limited to themselves."""
-    query = MemberTierQuerySerializer(data=request.query_params)
-    query.is_valid(raise_exception=True)
-    day = query.validated_data.get("at")
+    day = None
+    if request.query_params:  # most reads ask for the tier now: no parameters to parse
+        query = MemberTierQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        day = query.validated_data.get("at")
     actor = actor_of(request)
     if day is None:
         if actor.is_member and actor.member_id != member_id:
