@@ -7,13 +7,14 @@ documents changes (the catalog, a rule version, a population job). A cached docu
 only while both tokens it was built under are still the current ones, so a hit costs one
 ``MGET`` and no query.
 
-Writers replace tokens twice: at once (inside their transaction) and again after the commit.
-A reader reads the tokens before the database, so whatever it builds from a state a writer has
-not committed yet carries a token the commit replaces: no interleaving leaves a stale document
-current. Entries expire after ``LOYALTY_READ_CACHE_SECONDS``, which bounds what only time
-changes (a 90-day window sliding, points entering the 30-day expiry view, a certification
-reaching its expiry); member tokens live twice as long as documents, so a document never
-outlives the token that would invalidate it. ``0`` turns the cache off.
+Writers replace tokens after their transaction commits (at once outside one). A reader reads
+the tokens before the database, so whatever it builds from a state a writer has not committed
+yet carries a token the commit replaces: no interleaving leaves a stale document current. What only time changes is handled by expiry: a document expires at the next business day
+(windows and tenure count whole days), at the earliest future date or time it shows (a
+certification's expiry, the end of a grace period, pin or probation, the day points expire), and
+at the latest after ``LOYALTY_READ_CACHE_SECONDS``, which bounds the rest (the continuous 90-day
+qualifying-points figure, points coming within 30 days of expiry). Member tokens live twice that
+long, so a document never outlives the token that would invalidate it. ``0`` turns the cache off.
 
 With the cache (Redis) down, documents are built from the database on every read and writers
 go on without replacing tokens; a document cached before the outage can then be served until it
@@ -26,11 +27,15 @@ the admin's change forms.
 """
 
 import logging
+import math
 import os
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.cache import cache
@@ -45,6 +50,7 @@ logger = logging.getLogger(__name__)
 _UNAVAILABLE = (RedisError, OSError)
 
 _EVERYONE = "reads:everyone"
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _canonical(member_id: UUID | str) -> UUID:
@@ -87,8 +93,41 @@ def member_document(*, kind: str, member_id: UUID | str, build: Callable[[], T])
     if cached is not None and cached[0] == everyone and cached[1] == member:
         return cached[2]
     document = build()
-    _store(document_key, (everyone, member, document), seconds)
+    _store(document_key, (everyone, member, document), _lifetime(document, seconds))
     return document
+
+
+def _lifetime(document: Any, seconds: int) -> int:
+    """How long the document may be served: ``seconds``, cut at the next instant time alone
+    changes it. That is the next business day (windows and tenure count whole days) or the
+    earliest future date or time the document shows (a certification's expiry, the end of a
+    grace period, pin or probation, the day points expire), whichever comes first."""
+    now = datetime.now(UTC)
+    zone = ZoneInfo(settings.LOYALTY_BUSINESS_TIME_ZONE)
+    soonest = datetime.combine(now.astimezone(zone).date() + timedelta(days=1), time.min, zone)
+    for moment in _future_instants(document, now):
+        soonest = min(soonest, moment)
+    return max(1, min(seconds, math.ceil((soonest - now).total_seconds())))
+
+
+def _future_instants(value: Any, now: datetime) -> Iterator[datetime]:
+    """The dates and times after ``now`` anywhere in a rendered document (ISO 8601 strings; a
+    bare date counts from its start in UTC, the earliest it can begin)."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _future_instants(item, now)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _future_instants(item, now)
+    elif isinstance(value, str) and _ISO_DATE.match(value):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return
+        if len(value) == 10:
+            moment = moment.replace(tzinfo=UTC)
+        if moment.tzinfo is not None and moment > now:
+            yield moment
 
 
 def shared_document(*, kind: str, build: Callable[[], T]) -> T:
@@ -124,8 +163,8 @@ def _store(key: str, value: Any, seconds: int) -> None:
 
 
 def member_reads_changed(member_ids: Iterable[UUID | str]) -> None:
-    """Something the members' documents show changed: replace their tokens now and again after
-    the surrounding transaction commits (at once outside one)."""
+    """Something the members' documents show changed: replace their tokens when the surrounding
+    transaction commits (at once outside one)."""
     if _seconds() <= 0:
         return
     keys = tuple(dict.fromkeys(_member_token_key(member_id) for member_id in member_ids))
@@ -135,7 +174,7 @@ def member_reads_changed(member_ids: Iterable[UUID | str]) -> None:
 
 def all_reads_changed() -> None:
     """Something every member's documents show changed (the catalog, a rule version, a job
-    over the population): replace the everyone token now and after the commit."""
+    over the population): replace the everyone token when the transaction commits."""
     if _seconds() <= 0:
         return
     _replace_after_commit(TokensReplace((_EVERYONE,)))
@@ -143,8 +182,8 @@ def all_reads_changed() -> None:
 
 @dataclass(frozen=True, slots=True)
 class TokensReplace:
-    """Give these token keys new values: run at once and as an on-commit callback (a type of
-    its own, so tests can tell it from the effects a write queues)."""
+    """Give these token keys new values: an on-commit callback (a type of its own, so tests
+    can tell it from the effects a write queues)."""
 
     keys: tuple[str, ...]
 
@@ -180,9 +219,15 @@ def _tokens_set(keys: tuple[str, ...], token: int, seconds: int) -> None:
 
 
 def _replace_after_commit(replace: TokensReplace) -> None:
-    replace()
-    if transaction.get_connection().in_atomic_block:
-        transaction.on_commit(replace)
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        replace()
+        return
+    # After the commit is what makes readers safe (see the module docstring). A test case's
+    # transaction never commits, so there the tokens are replaced at once as well.
+    transaction.on_commit(replace)
+    if connection.atomic_blocks[0]._from_testcase:
+        replace()
 
 
 # Models whose ORM saves and deletes change a member's documents (by the member they belong

@@ -458,10 +458,11 @@ for _alias, _database in DATABASES.items():
 
 # --- Member read documents (core/read_cache.py) -------------------------------------------------
 # GET me/ and a member's tier are cached whole and replaced on every change of the member (or of
-# the catalog); this bounds only what time alone changes (a sliding window, an expiry). 0 = off.
-# On by default only with a shared cache: a per-process cache would not hear other processes'
-# writes (another gunicorn worker, a Celery worker).
-LOYALTY_READ_CACHE_SECONDS = env.int("LOYALTY_READ_CACHE_SECONDS", default=30 if REDIS_URL else 0)
+# the catalog); a document also expires at the next business day and at the dates it shows (an
+# expiry, the end of a grace period), and at the latest after this, which bounds the rest of what
+# time alone changes (the continuous 90-day points figure). 0 = off. On by default only with a
+# shared cache: a per-process cache would not hear other processes' writes.
+LOYALTY_READ_CACHE_SECONDS = env.int("LOYALTY_READ_CACHE_SECONDS", default=300 if REDIS_URL else 0)
 
 # --- Analytics (LOYALTY_ANALYTICS_..., LOYALTY_HEALTH_...) ---------------------------------------
 # Analytics results are cached this long (keyed by parameters and the business hour; 0 = off).

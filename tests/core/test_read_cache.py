@@ -334,3 +334,26 @@ def test_with_redis_tokens_are_replaced_in_one_command_and_expire(make_member) -
         client = backend._cache.get_client()
         ttl = client.ttl(backend.make_key(f"reads:member:{members[0].pk}"))
         assert 0 < ttl <= 10  # twice the documents' lifetime
+
+
+def test_a_document_expires_when_time_alone_changes_it(settings) -> None:
+    """At the next business day, or the earliest future instant the document shows."""
+    from datetime import UTC, datetime
+
+    import time_machine
+
+    from core.read_cache import _lifetime
+
+    settings.LOYALTY_BUSINESS_TIME_ZONE = "Asia/Shanghai"
+    # 2026-05-10 12:00 UTC is 20:00 in Shanghai: the business day ends in 4 hours.
+    with time_machine.travel(datetime(2026, 5, 10, 12, 0, tzinfo=UTC), tick=False):
+        assert _lifetime({"joined_at": "2026-01-01T00:00:00Z"}, 300) == 300
+        assert _lifetime({"a": "x"}, 86_400) == 4 * 3600
+        expiring = {"certifications": [{"expires_at": "2026-05-10T12:00:42Z"}]}
+        assert _lifetime(expiring, 300) == 42
+        grace = {"tier_progress": {"grace_until": "2026-05-10T12:02:00+00:00"}}
+        assert _lifetime(grace, 300) == 120
+        # A bare date (points expiring that day) counts from its start in UTC.
+        assert _lifetime({"expiring": [{"date": "2026-05-11", "points": 5}]}, 86_400) == 4 * 3600
+        assert _lifetime({"display_name": "2026-99-99 is not a date"}, 300) == 300
+        assert _lifetime({"past": "2026-05-10T11:59:59Z"}, 300) == 300
