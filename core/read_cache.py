@@ -49,7 +49,9 @@ logger = logging.getLogger(__name__)
 # What the cache backend raises when Redis is down or unreachable.
 _UNAVAILABLE = (RedisError, OSError)
 
-_EVERYONE = "reads:everyone"
+_EVERYONE = EVERYONE = "reads:everyone"
+# Replaced when a partner or one of its API keys is saved, revoked or deleted.
+PARTNER_KEYS = "reads:partner-keys"
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -130,23 +132,25 @@ def _future_instants(value: Any, now: datetime) -> Iterator[datetime]:
             yield moment
 
 
-def shared_document(*, kind: str, build: Callable[[], T]) -> T:
-    """A document every member's documents are built from (the rules in force): the cached one
-    while the everyone token is unchanged, else ``build()``'s result, cached for the next."""
+def shared_document(*, kind: str, build: Callable[[], T], token: str = EVERYONE) -> T:
+    """A document many reads share (the rules in force, a partner's API key): the cached one
+    while ``token`` (everyone's, or ``PARTNER_KEYS``) is unchanged, else ``build()``'s result,
+    cached for the next unless it is ``None``."""
     seconds = _seconds()
     if seconds <= 0:
         return build()
     key = f"reads:shared:{kind}"
     try:
-        found = _get_many([_EVERYONE, key])
+        found = _get_many([token, key])
     except _UNAVAILABLE:
         logger.warning("Read cache unavailable: building the %s document.", kind, exc_info=True)
         return build()
-    everyone, cached = found.get(_EVERYONE), found.get(key)
-    if cached is not None and cached[0] == everyone:
+    current, cached = found.get(token), found.get(key)
+    if cached is not None and cached[0] == current:
         return cached[1]
     document = build()
-    _store(key, (everyone, document), seconds)
+    if document is not None:
+        _store(key, (current, document), seconds)
     return document
 
 
@@ -172,6 +176,14 @@ def member_reads_changed(member_ids: Iterable[UUID | str]) -> None:
         _replace_after_commit(TokensReplace(keys))
 
 
+def partner_keys_changed() -> None:
+    """A partner or an API key changed (revoked, expired early, partner switched off): cached
+    key lookups count for nothing once the transaction commits."""
+    if _seconds() <= 0:
+        return
+    _replace_after_commit(TokensReplace((PARTNER_KEYS,)))
+
+
 def all_reads_changed() -> None:
     """Something every member's documents show changed (the catalog, a rule version, a job
     over the population): replace the everyone token when the transaction commits."""
@@ -190,8 +202,8 @@ class TokensReplace:
     def __call__(self) -> None:
         token = _new_token()
         try:
-            if self.keys == (_EVERYONE,):
-                cache.set(_EVERYONE, token, timeout=None)
+            if self.keys in ((_EVERYONE,), (PARTNER_KEYS,)):
+                cache.set(self.keys[0], token, timeout=None)
             else:
                 _tokens_set(self.keys, token, 2 * _seconds())
         except _UNAVAILABLE:
@@ -260,6 +272,10 @@ def _catalog_saved_or_deleted(sender: Any, **kwargs: Any) -> None:
     all_reads_changed()
 
 
+def _partner_saved_or_deleted(sender: Any, **kwargs: Any) -> None:
+    partner_keys_changed()
+
+
 def connect_receivers() -> None:
     """Replace tokens on ORM saves and deletes of the models the documents read."""
     from django.apps import apps
@@ -268,6 +284,7 @@ def connect_receivers() -> None:
     for labels, receiver in (
         (_MEMBER_MODELS, _member_saved_or_deleted),
         (_CATALOG_MODELS, _catalog_saved_or_deleted),
+        (("core.Partner", "core.PartnerAPIKey"), _partner_saved_or_deleted),
     ):
         for label in labels:
             model = apps.get_model(label)

@@ -8,6 +8,7 @@ from django.utils.text import slugify
 
 from core.exceptions import ConflictError, InvalidInputError
 from core.models import RESERVED_NAMESPACES, IdempotencyRecord, Partner, PartnerAPIKey, Scope
+from core.read_cache import partner_keys_changed
 
 
 class PartnerExistsError(ConflictError):
@@ -58,7 +59,9 @@ def partner_key_issue(*, partner: Partner, name: str, expires_at: datetime | Non
 @transaction.atomic
 def partner_keys_revoke(*, partner: Partner) -> int:
     """Revoke every key of the partner. Returns how many were revoked."""
-    return PartnerAPIKey.objects.filter(partner=partner, revoked=False).update(revoked=True)
+    revoked = PartnerAPIKey.objects.filter(partner=partner, revoked=False).update(revoked=True)
+    partner_keys_changed()
+    return revoked
 
 
 def idempotency_records_purge(*, at: datetime, retention: timedelta, batch_size: int = 5000) -> int:

@@ -1,5 +1,6 @@
 """Authentication: staff and member JWTs, partner API keys. Each yields a principal with an Actor."""
 
+import hashlib
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +13,7 @@ from rest_framework_simplejwt.tokens import Token
 
 from core.actors import Actor, ActorKind
 from core.models import Partner, PartnerAPIKey
+from core.read_cache import PARTNER_KEYS, shared_document
 
 MEMBER_ROLE = "member"
 ROLE_CLAIM = "role"
@@ -98,12 +100,9 @@ class PartnerKeyAuthentication(authentication.BaseAuthentication):
         key = self._key_from_headers(request)
         if key is None:
             return None
-        try:
-            api_key = PartnerAPIKey.objects.get_from_key(key)
-        except PartnerAPIKey.DoesNotExist:
-            raise exceptions.AuthenticationFailed(
-                "Invalid API key.", code="invalid_api_key"
-            ) from None
+        api_key = partner_key_get(key)
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
         if api_key.has_expired or not api_key.partner.is_active:
             raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
         return PartnerPrincipal(api_key.partner), api_key
@@ -117,3 +116,20 @@ class PartnerKeyAuthentication(authentication.BaseAuthentication):
         if header.startswith(prefix):
             return header[len(prefix) :].strip() or None
         return request.META.get("HTTP_X_API_KEY") or None
+
+
+def partner_key_get(key: str) -> PartnerAPIKey | None:
+    """The usable (unrevoked) key row matching ``key``, with its partner; ``None`` when there
+    is none. A key that checked out is cached under a digest of the whole key
+    (``core.read_cache``) until any partner or key is saved, revoked or deleted, so a busy
+    partner's requests skip the lookup; expiry and the partner's switch are still checked on
+    every request by the caller. Unknown keys are never cached."""
+
+    def lookup() -> PartnerAPIKey | None:
+        try:
+            return PartnerAPIKey.objects.get_from_key(key)
+        except PartnerAPIKey.DoesNotExist:
+            return None
+
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return shared_document(kind=f"partner-key:{digest}", build=lookup, token=PARTNER_KEYS)
