@@ -63,6 +63,7 @@ from core.actors import system_actor
 from core.db import durable_atomic, is_postgres
 from core.exceptions import ConflictError, InvalidInputError
 from core.models import SYSTEM_NAMESPACE
+from core.read_cache import all_reads_changed
 from members.lifecycle import LIFECYCLE_ACTOR, LIFECYCLE_TAG_KEY
 from members.models import (
     Identity,
@@ -382,6 +383,7 @@ def load_data_generate(
         if progress is not None:
             progress(counts["members"])
     _analyze()
+    all_reads_changed()  # written around the services: no cached document stays current
     return LoadDataResult(
         members=totals["members"],
         identities=totals["identities"],
