@@ -49,9 +49,11 @@ logger = logging.getLogger(__name__)
 # What the cache backend raises when Redis is down or unreachable.
 _UNAVAILABLE = (RedisError, OSError)
 
-_EVERYONE = EVERYONE = "reads:everyone"
+EVERYONE = "reads:everyone"
 # Replaced when a partner or one of its API keys is saved, revoked or deleted.
 PARTNER_KEYS = "reads:partner-keys"
+# Tokens of everything at once: kept until replaced (a member's expires with its documents).
+_LASTING_TOKENS = (EVERYONE, PARTNER_KEYS)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -86,11 +88,11 @@ def member_document(*, kind: str, member_id: UUID | str, build: Callable[[], T])
         return build()
     token_key, document_key = _member_token_key(member_id), _document_key(kind, member_id)
     try:
-        found = _get_many([_EVERYONE, token_key, document_key])
+        found = _get_many([EVERYONE, token_key, document_key])
     except _UNAVAILABLE:
         logger.warning("Read cache unavailable: building the %s document.", kind, exc_info=True)
         return build()
-    everyone, member = found.get(_EVERYONE), found.get(token_key)
+    everyone, member = found.get(EVERYONE), found.get(token_key)
     cached = found.get(document_key)
     if cached is not None and cached[0] == everyone and cached[1] == member:
         return cached[2]
@@ -189,7 +191,7 @@ def all_reads_changed() -> None:
     over the population): replace the everyone token when the transaction commits."""
     if _seconds() <= 0:
         return
-    _replace_after_commit(TokensReplace((_EVERYONE,)))
+    _replace_after_commit(TokensReplace((EVERYONE,)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +204,7 @@ class TokensReplace:
     def __call__(self) -> None:
         token = _new_token()
         try:
-            if self.keys in ((_EVERYONE,), (PARTNER_KEYS,)):
+            if len(self.keys) == 1 and self.keys[0] in _LASTING_TOKENS:
                 cache.set(self.keys[0], token, timeout=None)
             else:
                 _tokens_set(self.keys, token, 2 * _seconds())

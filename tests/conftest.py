@@ -210,3 +210,25 @@ def certify() -> Callable[..., CertificationGrant]:
         )
 
     return grant
+
+
+@pytest.fixture
+def redis_cache(settings: Any) -> Any:
+    """The default cache on the Redis at ``REDIS_URL`` under a key prefix of its own (skipped
+    without one). Keys expire on their own: a ``clear()`` would flush the whole database, which
+    other tests and workers use. Returns the backend."""
+    import os
+    import uuid
+
+    from django.core.cache import caches
+
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("needs Redis (set REDIS_URL)")
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["REDIS_URL"],
+            "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
+        }
+    }
+    return caches["default"]

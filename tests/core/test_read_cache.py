@@ -1,8 +1,6 @@
 """Cached member documents (core/read_cache.py): a current document costs no query, and every
 kind of write shows in the very next read of ``GET me/`` and of the member's tier."""
 
-import os
-import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -184,20 +182,19 @@ def test_a_revoked_certification_and_a_lifecycle_move_show_at_once(member, membe
     assert body["lifecycle_stage"] == Member.objects.get(pk=member.pk).lifecycle_stage
 
 
-def test_a_reassessment_shows_in_the_tier_document(
-    member, operator_client, add_activity, certify
-) -> None:
-    before = _tier(operator_client, member)
-    assert before["tier"] == "basic"
+def test_a_reassessment_shows_in_the_tier_document(member, operator_client) -> None:
+    """A KOC with no activity at all: the reassessment demotes them or starts their grace."""
     tier_promote(member=member, tier="koc", reason="tests", actor=ACTOR, at=_now())
-    assert _tier(operator_client, member)["tier"] == "koc"
-    Member.objects.filter(pk=member.pk).update(tier_pinned_until=None, tier_pin=None)
-    member_reads_changed([member.pk])  # the raw update above is the test's, not a service's
+    cached = _tier(operator_client, member)
 
     member_tier_reassess(member_id=member.pk, actor=ACTOR, at=_now())
 
+    stored = Member.objects.get(pk=member.pk)
+    assert (stored.tier_id, stored.tier_grace_until) != ("koc", None)
     after = _tier(operator_client, member)
-    assert after["tier"] == Member.objects.get(pk=member.pk).tier_id
+    assert after != cached
+    assert after["tier"] == stored.tier_id
+    assert (after["grace_until"] is None) == (stored.tier_grace_until is None)
 
 
 def test_a_catalog_change_shows_for_every_member(make_member) -> None:
@@ -301,39 +298,26 @@ def test_with_the_cache_down_reads_build_and_writes_go_on(member, member_client)
         assert _me(member_client)["balance"]["available"] == 30
 
 
-@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (set REDIS_URL)")
-def test_with_redis_tokens_are_replaced_in_one_command_and_expire(make_member) -> None:
-    from django.core.cache import caches
-    from django.test import override_settings
-
+def test_with_redis_tokens_are_replaced_in_one_command_and_expire(
+    make_member, redis_cache, settings
+) -> None:
+    settings.LOYALTY_READ_CACHE_SECONDS = 5
     members = [make_member(), make_member()]
-    redis_cache = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": os.environ["REDIS_URL"],
-            "KEY_PREFIX": f"read-cache-test-{uuid.uuid4().hex}",
-        }
-    }
-    # Keys expire on their own (a clear() would flush the database other tests use).
-    with override_settings(CACHES=redis_cache, LOYALTY_READ_CACHE_SECONDS=5):
-        values = iter(range(10))
-        for member in members:
-            member_document(kind="probe", member_id=member.pk, build=lambda: next(values))
-        assert [
-            member_document(kind="probe", member_id=m.pk, build=lambda: next(values))
-            for m in members
-        ] == [0, 1]
+    values = iter(range(10))
+    for member in members:
+        member_document(kind="probe", member_id=member.pk, build=lambda: next(values))
+    assert [
+        member_document(kind="probe", member_id=m.pk, build=lambda: next(values)) for m in members
+    ] == [0, 1]
 
-        member_reads_changed([member.pk for member in members])
+    member_reads_changed([member.pk for member in members])
 
-        assert [
-            member_document(kind="probe", member_id=m.pk, build=lambda: next(values))
-            for m in members
-        ] == [2, 3]
-        backend = caches["default"]
-        client = backend._cache.get_client()
-        ttl = client.ttl(backend.make_key(f"reads:member:{members[0].pk}"))
-        assert 0 < ttl <= 10  # twice the documents' lifetime
+    assert [
+        member_document(kind="probe", member_id=m.pk, build=lambda: next(values)) for m in members
+    ] == [2, 3]
+    client = redis_cache._cache.get_client()
+    ttl = client.ttl(redis_cache.make_key(f"reads:member:{members[0].pk}"))
+    assert 0 < ttl <= 10  # twice the documents' lifetime
 
 
 def test_a_document_expires_when_time_alone_changes_it(settings) -> None:
