@@ -26,11 +26,12 @@ are covered by signal receivers (``core.apps``) for code paths outside the servi
 the admin's change forms.
 """
 
+import hashlib
 import logging
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar
@@ -52,8 +53,13 @@ _UNAVAILABLE = (RedisError, OSError)
 EVERYONE = "reads:everyone"
 # Replaced when a partner or one of its API keys is saved, revoked or deleted.
 PARTNER_KEYS = "reads:partner-keys"
+# Replaced when a staff user, a group or a permission changes: cached operator lookups.
+OPERATORS = "reads:operators"
+# Replaced when a member is created or deleted: all that decides which members an unfiltered page
+# of the member list holds (it is ordered by creation, which never changes).
+ROSTER = "reads:roster"
 # Tokens of everything at once: kept until replaced (a member's expires with its documents).
-_LASTING_TOKENS = (EVERYONE, PARTNER_KEYS)
+_LASTING_TOKENS = (EVERYONE, PARTNER_KEYS, OPERATORS, ROSTER)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -67,7 +73,7 @@ def _member_token_key(member_id: UUID | str) -> str:
 
 
 def _document_key(kind: str, member_id: UUID | str) -> str:
-    return f"reads:{kind}:{_canonical(member_id)}"
+    return f"reads:document:{kind}:{_canonical(member_id)}"
 
 
 def _seconds() -> int:
@@ -83,22 +89,167 @@ def _new_token() -> int:
 def member_document(*, kind: str, member_id: UUID | str, build: Callable[[], T]) -> T:
     """The member's ``kind`` document: the cached one while it is current, else ``build()``'s
     result, cached for the next reader. ``build`` raising (a 404) caches nothing."""
+    return member_documents(
+        kind=kind, member_ids=[member_id], build_many=lambda missing: {missing[0]: build()}
+    )[0]
+
+
+def member_documents(
+    *,
+    kind: str,
+    member_ids: Sequence[UUID | str],
+    build_many: Callable[[list[UUID | str]], Mapping[UUID | str, T]],
+) -> list[T]:
+    """The members' ``kind`` documents, in the order of ``member_ids``: the cached ones while
+    current, the rest from one ``build_many(missing ids)`` (a mapping by the same ids), cached
+    for the next reader. Every token and document is read in one ``MGET``."""
+    return _documents_and_tokens(kind, member_ids, build_many)[0]
+
+
+def _documents_and_tokens(
+    kind: str,
+    member_ids: Sequence[UUID | str],
+    build_many: Callable[[list[UUID | str]], Mapping[UUID | str, T]],
+) -> tuple[list[T], list[Any] | None]:
+    """``member_documents``, and the member tokens the documents are current under (``None``
+    when the cache is off or down)."""
     seconds = _seconds()
     if seconds <= 0:
-        return build()
-    token_key, document_key = _member_token_key(member_id), _document_key(kind, member_id)
+        return _in_order(member_ids, build_many(list(member_ids))), None
+    if not member_ids:
+        return [], []
+    token_keys = [_member_token_key(member_id) for member_id in member_ids]
+    document_keys = [_document_key(kind, member_id) for member_id in member_ids]
     try:
-        found = _get_many([EVERYONE, token_key, document_key])
+        found = _get_many([EVERYONE, *token_keys, *document_keys])
     except _UNAVAILABLE:
-        logger.warning("Read cache unavailable: building the %s document.", kind, exc_info=True)
-        return build()
-    everyone, member = found.get(EVERYONE), found.get(token_key)
-    cached = found.get(document_key)
-    if cached is not None and cached[0] == everyone and cached[1] == member:
-        return cached[2]
-    document = build()
-    _store(document_key, (everyone, member, document), _lifetime(document, seconds))
-    return document
+        logger.warning("Read cache unavailable: building %s documents.", kind, exc_info=True)
+        return _in_order(member_ids, build_many(list(member_ids))), None
+    everyone = found.get(EVERYONE)
+    tokens = [found.get(token_key) for token_key in token_keys]
+    documents: list[Any] = []
+    missing: list[int] = []
+    for index, (token, document_key) in enumerate(zip(tokens, document_keys, strict=True)):
+        cached = found.get(document_key)
+        if cached is not None and cached[0] == everyone and cached[1] == token:
+            documents.append(cached[2])
+        else:
+            documents.append(None)
+            missing.append(index)
+    if missing:
+        built = build_many([member_ids[index] for index in missing])
+        stored = {}
+        for index in missing:
+            document = documents[index] = built[member_ids[index]]
+            stored[document_keys[index]] = (
+                (everyone, tokens[index], document),
+                _lifetime(document, seconds),
+            )
+        _store_many(stored)
+    return documents, tokens
+
+
+def roster_page(
+    *,
+    page_key: str,
+    kind: str,
+    member_ids: Callable[[], Sequence[UUID]],
+    build_many: Callable[[list[UUID | str]], Mapping[UUID | str, T]],
+    render: Callable[[list[T]], bytes],
+) -> bytes:
+    """A page of members' ``kind`` documents rendered whole, for a page whose members depend on
+    nothing but which members exist (an unfiltered page of the member list, ordered by
+    creation): the cached page while the everyone and roster tokens and the token of each
+    member on it are the ones it was built under, else ``render`` of the documents of
+    ``member_ids()``, cached for the next reader. A hit is one round trip: a script compares
+    the tokens inside Redis and answers the page or nothing."""
+    seconds = _seconds()
+    if seconds <= 0:
+        return render(member_documents(kind=kind, member_ids=member_ids(), build_many=build_many))
+    key = f"reads:page:{hashlib.sha256(page_key.encode()).hexdigest()}"
+    try:
+        cached = _page_get(key)
+        if cached is not None:
+            return cached
+        # Read before the database, as every document's tokens (see the module docstring).
+        found = _get_many([EVERYONE, ROSTER])
+    except _UNAVAILABLE:
+        logger.warning("Read cache unavailable: building a %s page.", kind, exc_info=True)
+        return render(member_documents(kind=kind, member_ids=member_ids(), build_many=build_many))
+    ids = member_ids()
+    documents, tokens = _documents_and_tokens(kind, ids, build_many)
+    body = render(documents)
+    if tokens is not None:
+        header = [_token_text(found.get(EVERYONE)), _token_text(found.get(ROSTER))]
+        for member_id, token in zip(ids, tokens, strict=True):
+            header += [str(_canonical(member_id)), _token_text(token)]
+        _page_store(key, " ".join(header).encode() + b"\n" + body, _lifetime(None, seconds))
+    return body
+
+
+def _token_text(token: Any) -> str:
+    # Tokens are integers, stored as their digits; "-" stands for a token never set.
+    return "-" if token is None else str(token)
+
+
+# KEYS[1] the page, KEYS[2] the everyone token, KEYS[3] the roster token, ARGV[1] the prefix of
+# member token keys. The page is a header line ("everyone roster id token id token ...") and the
+# body. The member token keys are not declared in KEYS: this needs one Redis, not a Cluster.
+_PAGE_GET_LUA = """
+local page = redis.call('GET', KEYS[1])
+if not page then return false end
+local newline = string.find(page, '\\n', 1, true)
+local words = {}
+for word in string.gmatch(string.sub(page, 1, newline - 1), '%S+') do words[#words + 1] = word end
+if (redis.call('GET', KEYS[2]) or '-') ~= words[1] then return false end
+if (redis.call('GET', KEYS[3]) or '-') ~= words[2] then return false end
+for index = 3, #words, 2 do
+    if (redis.call('GET', ARGV[1] .. words[index]) or '-') ~= words[index + 1] then
+        return false
+    end
+end
+return string.sub(page, newline + 1)
+"""
+
+
+def _page_get(key: str) -> bytes | None:
+    """The cached page at ``key`` if every token in its header is still current."""
+    backend = redis_backend()
+    if backend is not None:
+        client = redis_client(backend)
+        script = client.__dict__.get("_loyalty_page_get")
+        if script is None:
+            script = client.__dict__["_loyalty_page_get"] = client.register_script(_PAGE_GET_LUA)
+        keys = [backend.make_key(name) for name in (key, EVERYONE, ROSTER)]
+        return script(keys=keys, args=[backend.make_key("reads:member:")])
+    page = cache.get(key)
+    if page is None:
+        return None
+    header, body = page.split(b"\n", 1)
+    words = header.decode().split()
+    names = [EVERYONE, ROSTER, *(f"reads:member:{word}" for word in words[2::2])]
+    current = cache.get_many(names)
+    expected = [words[0], words[1], *words[3::2]]
+    if all(
+        _token_text(current.get(name)) == word for name, word in zip(names, expected, strict=True)
+    ):
+        return body
+    return None
+
+
+def _page_store(key: str, page: bytes, seconds: int) -> None:
+    try:
+        backend = redis_backend()
+        if backend is None:
+            cache.set(key, page, timeout=seconds)
+        else:  # raw bytes, as the script reads them (the cache API would pickle them)
+            redis_client(backend).set(backend.make_key(key), page, ex=seconds)
+    except _UNAVAILABLE:
+        logger.warning("Read cache unavailable: %s not stored.", key, exc_info=True)
+
+
+def _in_order(member_ids: Sequence[UUID | str], built: Mapping[UUID | str, T]) -> list[T]:
+    return [built[member_id] for member_id in member_ids]
 
 
 def _lifetime(document: Any, seconds: int) -> int:
@@ -162,10 +313,26 @@ def _get_many(keys: list[str]) -> dict[str, Any]:
 
 
 def _store(key: str, value: Any, seconds: int) -> None:
+    _store_many({key: (value, seconds)})
+
+
+def _store_many(values: dict[str, tuple[Any, int]]) -> None:
+    """Cache each value for its own number of seconds, in one round trip."""
     try:
-        cache.set(key, value, timeout=seconds)
+        backend = redis_backend()
+        if backend is None:
+            for key, (value, seconds) in values.items():
+                cache.set(key, value, timeout=seconds)
+            return
+        dumps = backend._cache._serializer.dumps
+        with redis_client(backend).pipeline(transaction=False) as pipeline:
+            for key, (value, seconds) in values.items():
+                pipeline.set(backend.make_key(key), dumps(value), ex=seconds)
+            pipeline.execute()
     except _UNAVAILABLE:
-        logger.warning("Read cache unavailable: %s not stored.", key, exc_info=True)
+        logger.warning(
+            "Read cache unavailable: %d documents not stored.", len(values), exc_info=True
+        )
 
 
 def member_reads_changed(member_ids: Iterable[UUID | str]) -> None:
@@ -184,6 +351,22 @@ def partner_keys_changed() -> None:
     if _seconds() <= 0:
         return
     _replace_after_commit(TokensReplace((PARTNER_KEYS,)))
+
+
+def operators_changed() -> None:
+    """A user, a group or a permission changed (deactivated, a permission granted or taken):
+    cached operator lookups count for nothing once the transaction commits."""
+    if _seconds() <= 0:
+        return
+    _replace_after_commit(TokensReplace((OPERATORS,)))
+
+
+def roster_changed() -> None:
+    """A member was created or deleted: unfiltered member list pages count for nothing once the
+    transaction commits."""
+    if _seconds() <= 0:
+        return
+    _replace_after_commit(TokensReplace((ROSTER,)))
 
 
 def all_reads_changed() -> None:
@@ -265,9 +448,12 @@ _CATALOG_MODELS = (
 
 
 def _member_saved_or_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
-    member_id = instance.pk if sender._meta.label == "members.Member" else instance.member_id
+    is_member = sender._meta.label == "members.Member"
+    member_id = instance.pk if is_member else instance.member_id
     if member_id is not None:
         member_reads_changed([member_id])
+    if is_member and kwargs.get("created", True):  # a deletion has no "created"
+        roster_changed()
 
 
 def _catalog_saved_or_deleted(sender: Any, **kwargs: Any) -> None:
@@ -278,10 +464,30 @@ def _partner_saved_or_deleted(sender: Any, **kwargs: Any) -> None:
     partner_keys_changed()
 
 
+def _operators_changed(sender: Any, **kwargs: Any) -> None:
+    operators_changed()
+
+
 def connect_receivers() -> None:
     """Replace tokens on ORM saves and deletes of the models the documents read."""
     from django.apps import apps
-    from django.db.models.signals import post_delete, post_save
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group, Permission
+    from django.db.models.signals import m2m_changed, post_delete, post_save
+
+    user_model = get_user_model()
+    for model in (user_model, Group, Permission):
+        label = model._meta.label
+        post_save.connect(_operators_changed, sender=model, dispatch_uid=f"reads-save-{label}")
+        post_delete.connect(_operators_changed, sender=model, dispatch_uid=f"reads-delete-{label}")
+    for through in (
+        user_model.groups.through,
+        user_model.user_permissions.through,
+        Group.permissions.through,
+    ):
+        m2m_changed.connect(
+            _operators_changed, sender=through, dispatch_uid=f"reads-m2m-{through._meta.label}"
+        )
 
     for labels, receiver in (
         (_MEMBER_MODELS, _member_saved_or_deleted),

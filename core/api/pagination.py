@@ -7,6 +7,8 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 
+from core.api.renderers import RenderedJSON, json_rendered
+
 
 class CreatedCursorPagination(CursorPagination):
     ordering = ("-created_at", "-id")
@@ -20,6 +22,16 @@ class CreatedCursorPagination(CursorPagination):
         if not raw.isdigit() or not 1 <= int(raw) <= maximum:
             raise ValidationError({"page_size": [f"Must be a whole number from 1 to {maximum}."]})
         return int(raw)
+
+    @classmethod
+    def only_paging(cls, request: Request) -> bool:
+        """Whether the request's query string holds nothing but paging (no filter)."""
+        return {cls.cursor_query_param, cls.page_size_query_param}.issuperset(request.query_params)
+
+    def rendered_page(self, results: list[bytes]) -> RenderedJSON:
+        """The body ``get_paginated_response`` gives, for results rendered already."""
+        links = json_rendered({"next": self.get_next_link(), "previous": self.get_previous_link()})
+        return RenderedJSON(b'%s,"results":[%s]}' % (links[:-1], b",".join(results)))
 
     def decode_cursor(self, request: Request) -> Any:
         try:

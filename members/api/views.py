@@ -1,6 +1,7 @@
 """HTTP interface of members, identities, tags, activity events and metrics: parse, call one
 service or selector, render."""
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -21,8 +22,9 @@ from core.api.authentication import actor_for_user
 from core.api.exceptions import flatten_errors
 from core.api.idempotency import run_idempotent
 from core.api.pagination import CreatedCursorPagination
+from core.api.renderers import RenderedJSON, json_rendered
 from core.models import Scope
-from core.read_cache import member_document
+from core.read_cache import member_document, member_documents, roster_page
 from members import activity, selectors, services
 from members.api.serializers import (
     ActivityEventSerializer,
@@ -76,6 +78,37 @@ class MemberListCreateView(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[Member]:
         return selectors.member_list_for_actor(actor=actor_of(self.request))
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # The filters and the cursor pick the page's members in the database; each member's
+        # entry is a cached document, rendered only when the member changed. A page without
+        # filters, which only creating or deleting members reorders, is also cached whole.
+        keys = (
+            self.filter_queryset(self.get_queryset())
+            .prefetch_related(None)
+            .values("id", "created_at")
+        )
+
+        def page_member_ids() -> list[UUID]:
+            return [row["id"] for row in self.paginate_queryset(keys)]
+
+        if actor_of(request).is_member or not CreatedCursorPagination.only_paging(request):
+            entries = member_documents(
+                kind="member", member_ids=page_member_ids(), build_many=self._entries_build
+            )
+            return Response(self.paginator.rendered_page(entries))
+        page = roster_page(
+            page_key=request.build_absolute_uri(),
+            kind="member",
+            member_ids=page_member_ids,
+            build_many=self._entries_build,
+            render=self.paginator.rendered_page,
+        )
+        return Response(RenderedJSON(page))
+
+    def _entries_build(self, member_ids: Sequence[UUID]) -> dict[UUID, bytes]:
+        members = self.get_queryset().filter(pk__in=member_ids)
+        return {member.pk: json_rendered(MemberSerializer(member).data) for member in members}
 
     @extend_schema(request=MemberCreateSerializer, responses={201: MemberSerializer})
     def post(self, request: Request) -> Response:

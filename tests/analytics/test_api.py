@@ -266,7 +266,7 @@ def test_query_count_does_not_grow_with_members(
         assert analyst.get(url).status_code == 200
     _population(person, active_on, 49)
 
-    assert len(one.captured_queries) >= 3
+    assert len(one.captured_queries) >= 1  # the report (the operator's lookup is cached)
     with django_assert_num_queries(len(one.captured_queries)):
         response = analyst.get(url)
 

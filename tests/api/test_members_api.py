@@ -137,11 +137,19 @@ def test_list_and_detail_query_counts_do_not_grow_with_rows(
             member=member, provider="p", value=member.external_id, created_at=timezone.now()
         )
 
-    # auth user + member page + identities prefetch
-    with django_assert_num_queries(3):
+    # auth user + the page's ids + its members + their identities
+    with django_assert_num_queries(4):
         response = operator_client.get(MEMBERS + "?page_size=50")
     assert len(response.json()["results"]) == rows
-    with django_assert_num_queries(3):
+    # the same page again is cached whole, and so is the operator: no query
+    with django_assert_num_queries(0):
+        assert operator_client.get(MEMBERS + "?page_size=50").json() == response.json()
+    # a filtered page picks its members in the database and reuses their cached entries
+    with django_assert_num_queries(1):
+        filtered = operator_client.get(MEMBERS + "?page_size=50&lifecycle_stage=new")
+    assert filtered.json()["results"] == response.json()["results"]
+    # member + identities
+    with django_assert_num_queries(2):
         operator_client.get(f"{MEMBERS}{members[0].pk}/")
 
 

@@ -47,7 +47,7 @@ def test_a_current_document_is_served_without_a_query(
 
     with django_assert_num_queries(0):
         assert _me(member_client) == first
-    with django_assert_num_queries(1):  # the operator's user row (authentication); no more
+    with django_assert_num_queries(0):  # the operator's lookup is cached as well
         _tier(operator_client, member)
 
 

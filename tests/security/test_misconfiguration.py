@@ -84,7 +84,7 @@ def test_production_defaults_are_secure():
         "session_secure": True,
         "csrf_secure": True,
         "nosniff": True,
-        "renderers": ["rest_framework.renderers.JSONRenderer"],
+        "renderers": ["core.api.renderers.JSONRenderer"],
         "cors": [],
         "webhook_http": False,
         "webhook_private": False,
