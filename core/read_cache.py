@@ -31,9 +31,12 @@ import logging
 import math
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from time import monotonic
 from typing import Any, TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -161,18 +164,25 @@ def roster_page(
     nothing but which members exist (an unfiltered page of the member list, ordered by
     creation): the cached page while the everyone and roster tokens and the token of each
     member on it are the ones it was built under, else ``render`` of the documents of
-    ``member_ids()``, cached for the next reader. A hit is one round trip: a script compares
-    the tokens inside Redis and answers the page or nothing."""
+    ``member_ids()``, cached for the next reader.
+
+    A page is kept in Redis, with the tokens it was built under in a header line, and in this
+    process (``_NEAR_PAGES``). A copy held here costs one ``MGET`` of its tokens; one from Redis
+    is checked by a script inside Redis, in one round trip, before it is carried over."""
     seconds = _seconds()
     if seconds <= 0:
         return render(member_documents(kind=kind, member_ids=member_ids(), build_many=build_many))
     key = f"reads:page:{hashlib.sha256(page_key.encode()).hexdigest()}"
     try:
+        near = _NEAR_PAGES.get(key)
+        if near is not None and near.until > monotonic() and _tokens_current(near.header):
+            return near.body
         cached = _page_get(key)
         if cached is not None:
-            return cached
+            _near_keep(key, *cached)
+            return cached[1]
         # Read before the database, as every document's tokens (see the module docstring).
-        found = _get_many([EVERYONE, ROSTER])
+        found = _lasting_tokens_get()
     except _UNAVAILABLE:
         logger.warning("Read cache unavailable: building a %s page.", kind, exc_info=True)
         return render(member_documents(kind=kind, member_ids=member_ids(), build_many=build_many))
@@ -183,7 +193,9 @@ def roster_page(
         header = [_token_text(found.get(EVERYONE)), _token_text(found.get(ROSTER))]
         for member_id, token in zip(ids, tokens, strict=True):
             header += [str(_canonical(member_id)), _token_text(token)]
-        _page_store(key, " ".join(header).encode() + b"\n" + body, _lifetime(None, seconds))
+        lifetime = _lifetime(None, seconds)
+        _page_store(key, " ".join(header).encode() + b"\n" + body, lifetime)
+        _near_keep(key, header, body, lifetime * 1000)
     return body
 
 
@@ -192,28 +204,76 @@ def _token_text(token: Any) -> str:
     return "-" if token is None else str(token)
 
 
+def _lasting_tokens_get() -> dict[str, Any]:
+    """The everyone and roster tokens, the everyone token set first if it is not (after Redis
+    lost its data): a page held in a process is checked against it, so a flush of Redis, which
+    takes every token back to unset, can never make an old page current again."""
+    found = _get_many([EVERYONE, ROSTER])
+    if found.get(EVERYONE) is None:
+        cache.add(EVERYONE, _new_token(), timeout=None)
+        found = _get_many([EVERYONE, ROSTER])
+    return found
+
+
+def _tokens_current(header: list[str]) -> bool:
+    """Whether every token a page's header names (everyone, roster, then member id and token
+    pairs) still has the value the header holds."""
+    # The header's ids are canonical already (written by roster_page).
+    names = [EVERYONE, ROSTER, *(f"reads:member:{word}" for word in header[2::2])]
+    current = _get_many(names)
+    expected = [header[0], header[1], *header[3::2]]
+    return all(
+        _token_text(current.get(name)) == word for name, word in zip(names, expected, strict=True)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _NearPage:
+    header: list[str]
+    body: bytes
+    until: float  # monotonic(): when the copy in Redis expires
+
+
+# The pages this process served last. Bounded, and each copy expires with the page in Redis: it
+# never outlives the member tokens that would invalidate it.
+_NEAR_PAGES: "OrderedDict[str, _NearPage]" = OrderedDict()
+_NEAR_PAGES_KEPT = 64
+_near_lock = threading.Lock()
+
+
+def _near_keep(key: str, header: list[str], body: bytes, milliseconds: int) -> None:
+    if header[0] == "-" or milliseconds <= 0:
+        return  # without an everyone token a flush of Redis would go unnoticed
+    with _near_lock:
+        _NEAR_PAGES[key] = _NearPage(header, body, monotonic() + milliseconds / 1000)
+        _NEAR_PAGES.move_to_end(key)
+        while len(_NEAR_PAGES) > _NEAR_PAGES_KEPT:
+            _NEAR_PAGES.popitem(last=False)
+
+
 # KEYS[1] the page, KEYS[2] the everyone token, KEYS[3] the roster token, ARGV[1] the prefix of
 # member token keys. The page is a header line ("everyone roster id token id token ...") and the
-# body. The member token keys are not declared in KEYS: this needs one Redis, not a Cluster.
+# body. Answers {page, milliseconds left} when every token is current, else nothing. The member
+# token keys are not declared in KEYS: this needs one Redis, not a Cluster.
 _PAGE_GET_LUA = """
 local page = redis.call('GET', KEYS[1])
 if not page then return false end
 local newline = string.find(page, '\\n', 1, true)
-local words = {}
+local words, keys = {}, {KEYS[2], KEYS[3]}
 for word in string.gmatch(string.sub(page, 1, newline - 1), '%S+') do words[#words + 1] = word end
-if (redis.call('GET', KEYS[2]) or '-') ~= words[1] then return false end
-if (redis.call('GET', KEYS[3]) or '-') ~= words[2] then return false end
-for index = 3, #words, 2 do
-    if (redis.call('GET', ARGV[1] .. words[index]) or '-') ~= words[index + 1] then
-        return false
-    end
+for index = 3, #words, 2 do keys[#keys + 1] = ARGV[1] .. words[index] end
+local current = redis.call('MGET', unpack(keys))
+for index = 1, #keys do
+    local expected = index <= 2 and words[index] or words[2 * index - 2]
+    if (current[index] or '-') ~= expected then return false end
 end
-return string.sub(page, newline + 1)
+return {page, redis.call('PTTL', KEYS[1])}
 """
 
 
-def _page_get(key: str) -> bytes | None:
-    """The cached page at ``key`` if every token in its header is still current."""
+def _page_get(key: str) -> tuple[list[str], bytes, int] | None:
+    """The cached page at ``key`` if every token in its header is still current: its header,
+    its body and the milliseconds it has left."""
     backend = redis_backend()
     if backend is not None:
         client = redis_client(backend)
@@ -221,20 +281,20 @@ def _page_get(key: str) -> bytes | None:
         if script is None:
             script = client.__dict__["_loyalty_page_get"] = client.register_script(_PAGE_GET_LUA)
         keys = [backend.make_key(name) for name in (key, EVERYONE, ROSTER)]
-        return script(keys=keys, args=[backend.make_key("reads:member:")])
-    page = cache.get(key)
-    if page is None:
-        return None
+        found = script(keys=keys, args=[backend.make_key("reads:member:")])
+        if not found:
+            return None
+        page, milliseconds = found
+    else:
+        page = cache.get(key)
+        milliseconds = 1000 * _seconds()  # the per-process cache does not tell
+        if page is None:
+            return None
     header, body = page.split(b"\n", 1)
     words = header.decode().split()
-    names = [EVERYONE, ROSTER, *(f"reads:member:{word}" for word in words[2::2])]
-    current = cache.get_many(names)
-    expected = [words[0], words[1], *words[3::2]]
-    if all(
-        _token_text(current.get(name)) == word for name, word in zip(names, expected, strict=True)
-    ):
-        return body
-    return None
+    if backend is None and not _tokens_current(words):
+        return None
+    return words, body, milliseconds
 
 
 def _page_store(key: str, page: bytes, seconds: int) -> None:

@@ -83,14 +83,9 @@ class MemberListCreateView(generics.ListAPIView):
         # The filters and the cursor pick the page's members in the database; each member's
         # entry is a cached document, rendered only when the member changed. A page without
         # filters, which only creating or deleting members reorders, is also cached whole.
-        keys = (
-            self.filter_queryset(self.get_queryset())
-            .prefetch_related(None)
-            .values("id", "created_at")
-        )
-
         def page_member_ids() -> list[UUID]:
-            return [row["id"] for row in self.paginate_queryset(keys)]
+            keys = self.filter_queryset(self.get_queryset()).prefetch_related(None)
+            return [row["id"] for row in self.paginate_queryset(keys.values("id", "created_at"))]
 
         if actor_of(request).is_member or not CreatedCursorPagination.only_paging(request):
             entries = member_documents(
