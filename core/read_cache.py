@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from time import monotonic
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -92,9 +92,10 @@ def _new_token() -> int:
 def member_document(*, kind: str, member_id: UUID | str, build: Callable[[], T]) -> T:
     """The member's ``kind`` document: the cached one while it is current, else ``build()``'s
     result, cached for the next reader. ``build`` raising (a 404) caches nothing."""
-    return member_documents(
+    documents = member_documents(
         kind=kind, member_ids=[member_id], build_many=lambda missing: {missing[0]: build()}
-    )[0]
+    )
+    return cast(T, documents[0])
 
 
 def member_documents(
@@ -102,10 +103,11 @@ def member_documents(
     kind: str,
     member_ids: Sequence[UUID | str],
     build_many: Callable[[list[UUID | str]], Mapping[UUID | str, T]],
-) -> list[T]:
+) -> list[T | None]:
     """The members' ``kind`` documents, in the order of ``member_ids``: the cached ones while
     current, the rest from one ``build_many(missing ids)`` (a mapping by the same ids), cached
-    for the next reader. Every token and document is read in one ``MGET``."""
+    for the next reader. Every token and document is read in one ``MGET``. A member the build
+    no longer finds (deleted since its id was read) has ``None``."""
     return _documents_and_tokens(kind, member_ids, build_many)[0]
 
 
@@ -113,7 +115,7 @@ def _documents_and_tokens(
     kind: str,
     member_ids: Sequence[UUID | str],
     build_many: Callable[[list[UUID | str]], Mapping[UUID | str, T]],
-) -> tuple[list[T], list[Any] | None]:
+) -> tuple[list[T | None], list[Any] | None]:
     """``member_documents``, and the member tokens the documents are current under (``None``
     when the cache is off or down)."""
     seconds = _seconds()
@@ -143,7 +145,9 @@ def _documents_and_tokens(
         built = build_many([member_ids[index] for index in missing])
         stored = {}
         for index in missing:
-            document = documents[index] = built[member_ids[index]]
+            document = documents[index] = built.get(member_ids[index])
+            if document is None:  # deleted since its id was read: nothing to cache
+                continue
             stored[document_keys[index]] = (
                 (everyone, tokens[index], document),
                 _lifetime(document, seconds),
@@ -158,7 +162,7 @@ def roster_page(
     kind: str,
     member_ids: Callable[[], Sequence[UUID]],
     build_many: Callable[[list[UUID | str]], Mapping[UUID | str, T]],
-    render: Callable[[list[T]], bytes],
+    render: Callable[[list[T | None]], bytes],
 ) -> bytes:
     """A page of members' ``kind`` documents rendered whole, for a page whose members depend on
     nothing but which members exist (an unfiltered page of the member list, ordered by
@@ -174,8 +178,9 @@ def roster_page(
         return render(member_documents(kind=kind, member_ids=member_ids(), build_many=build_many))
     key = f"reads:page:{hashlib.sha256(page_key.encode()).hexdigest()}"
     try:
-        near = _NEAR_PAGES.get(key)
-        if near is not None and near.until > monotonic() and _tokens_current(near.header):
+        # Held by the key as stored: another cache (its prefix, its tokens) is another page.
+        near = _NEAR_PAGES.get(cache.make_key(key))
+        if near is not None and near.until > monotonic() and _near_current(near):
             return near.body
         cached = _page_get(key)
         if cached is not None:
@@ -232,6 +237,17 @@ class _NearPage:
     header: list[str]
     body: bytes
     until: float  # monotonic(): when the copy in Redis expires
+    # On Redis: the header's token keys as stored, and the raw values they must hold ("-" is
+    # None), so the check is one MGET and a comparison of lists.
+    redis_keys: list[str] | None = None
+    redis_values: list[bytes | None] | None = None
+
+
+def _near_current(near: _NearPage) -> bool:
+    backend = redis_backend()
+    if backend is None or near.redis_keys is None:
+        return _tokens_current(near.header)
+    return redis_client(backend).mget(near.redis_keys) == near.redis_values
 
 
 # The pages this process served last. Bounded, and each copy expires with the page in Redis: it
@@ -244,8 +260,21 @@ _near_lock = threading.Lock()
 def _near_keep(key: str, header: list[str], body: bytes, milliseconds: int) -> None:
     if header[0] == "-" or milliseconds <= 0:
         return  # without an everyone token a flush of Redis would go unnoticed
+    page = _NearPage(header, body, monotonic() + milliseconds / 1000)
+    backend = redis_backend()
+    if backend is not None:
+        names = [EVERYONE, ROSTER, *(f"reads:member:{word}" for word in header[2::2])]
+        expected = [header[0], header[1], *header[3::2]]
+        page = _NearPage(
+            header,
+            body,
+            page.until,
+            [backend.make_key(name) for name in names],
+            [None if word == "-" else word.encode() for word in expected],
+        )
+    key = cache.make_key(key)
     with _near_lock:
-        _NEAR_PAGES[key] = _NearPage(header, body, monotonic() + milliseconds / 1000)
+        _NEAR_PAGES[key] = page
         _NEAR_PAGES.move_to_end(key)
         while len(_NEAR_PAGES) > _NEAR_PAGES_KEPT:
             _NEAR_PAGES.popitem(last=False)
@@ -308,8 +337,8 @@ def _page_store(key: str, page: bytes, seconds: int) -> None:
         logger.warning("Read cache unavailable: %s not stored.", key, exc_info=True)
 
 
-def _in_order(member_ids: Sequence[UUID | str], built: Mapping[UUID | str, T]) -> list[T]:
-    return [built[member_id] for member_id in member_ids]
+def _in_order(member_ids: Sequence[UUID | str], built: Mapping[UUID | str, T]) -> list[T | None]:
+    return [built.get(member_id) for member_id in member_ids]
 
 
 def _lifetime(document: Any, seconds: int) -> int:

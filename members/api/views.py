@@ -87,17 +87,21 @@ class MemberListCreateView(generics.ListAPIView):
             keys = self.filter_queryset(self.get_queryset()).prefetch_related(None)
             return [row["id"] for row in self.paginate_queryset(keys.values("id", "created_at"))]
 
+        def render(entries: list[bytes | None]) -> bytes:
+            # A member deleted between the page query and the build has no entry.
+            return self.paginator.rendered_page([entry for entry in entries if entry is not None])
+
         if actor_of(request).is_member or not CreatedCursorPagination.only_paging(request):
             entries = member_documents(
                 kind="member", member_ids=page_member_ids(), build_many=self._entries_build
             )
-            return Response(self.paginator.rendered_page(entries))
+            return Response(RenderedJSON(render(entries)))
         page = roster_page(
             page_key=request.build_absolute_uri(),
             kind="member",
             member_ids=page_member_ids,
             build_many=self._entries_build,
-            render=self.paginator.rendered_page,
+            render=render,
         )
         return Response(RenderedJSON(page))
 

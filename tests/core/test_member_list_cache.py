@@ -187,3 +187,25 @@ def test_with_the_cache_down_the_list_is_built_from_the_database(
     ):
         assert _page(operator_client)["results"][0]["id"] == str(member.pk)
         assert _page(operator_client, "?tier=basic")["results"][0]["id"] == str(member.pk)
+
+
+@pytest.mark.parametrize("query", ["", "?lifecycle_stage=new"])
+def test_a_member_deleted_while_the_page_is_built_is_left_out(
+    make_member, operator_client, cache_backend, query
+) -> None:
+    from unittest import mock
+
+    from members.api.views import MemberListCreateView
+
+    kept, deleted = make_member(), make_member()
+    build = MemberListCreateView._entries_build
+
+    def deleted_first(view: Any, member_ids: Any) -> Any:
+        Member.objects.filter(pk=deleted.pk).delete()
+        return build(view, member_ids)
+
+    with mock.patch.object(MemberListCreateView, "_entries_build", deleted_first):
+        page = _page(operator_client, query)
+
+    assert [item["id"] for item in page["results"]] == [str(kept.pk)]
+    assert [item["id"] for item in _page(operator_client, query)["results"]] == [str(kept.pk)]
