@@ -91,6 +91,8 @@ class MemberListCreateView(generics.ListAPIView):
             # A member deleted between the page query and the build has no entry.
             return self.paginator.rendered_page([entry for entry in entries if entry is not None])
 
+        # A whole page is keyed by its URL alone: only for actors who see every member (a
+        # member's list holds only themselves and must never share a page with anyone's).
         if actor_of(request).is_member or not CreatedCursorPagination.only_paging(request):
             entries = member_documents(
                 kind="member", member_ids=page_member_ids(), build_many=self._entries_build
