@@ -2,14 +2,14 @@
 
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from functools import wraps
+from functools import cache, wraps
 from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import OperationalError, connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import AutoField, BigAutoField, Lookup, Model
+from django.db.models import AutoField, BigAutoField, Field, Lookup, Model
 
 from core.exceptions import BusyError
 
@@ -37,14 +37,16 @@ def lock_timeout(milliseconds: int | None = None) -> Iterator[None]:
     try:
         yield
     except OperationalError as error:
-        if is_lock_timeout(error):
+        if is_lock_wait_lost(error):
             raise BusyError() from error
         raise
 
 
-def is_lock_timeout(error: OperationalError) -> bool:
-    """PostgreSQL's lock_not_available, raised when ``lock_timeout`` or NOWAIT gives up."""
-    return getattr(error.__cause__, "sqlstate", None) == "55P03"
+def is_lock_wait_lost(error: OperationalError) -> bool:
+    """The statement gave up waiting for a lock, so a retry can succeed: PostgreSQL's
+    lock_not_available (``lock_timeout`` or NOWAIT gave up) or deadlock_detected (this
+    transaction was chosen to break a cycle of waits)."""
+    return getattr(error.__cause__, "sqlstate", None) in {"55P03", "40P01"}
 
 
 def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -82,7 +84,7 @@ def joins_transaction(func: Callable[P, R]) -> Callable[P, R]:
 
 def insert_parts(
     obj: Model, *, skip: Collection[str] = (), cast: bool = False
-) -> tuple[str, list[str], list[str], list[object]]:
+) -> tuple[str, tuple[str, ...], tuple[str, ...], list[object]]:
     """The quoted table, quoted columns, placeholders and prepared values inserting one instance.
 
     For statements the ORM cannot write, such as several inserts chained by CTEs in one round
@@ -90,18 +92,35 @@ def insert_parts(
     placeholder with its column's type, for ``INSERT ... SELECT`` where PostgreSQL would otherwise
     read an untyped parameter (a NULL, say) as text.
     """
+    table, columns, placeholders, fields = _insert_layout(
+        type(obj), frozenset(skip), cast, connection.vendor
+    )
+    return (
+        table,
+        columns,
+        placeholders,
+        [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields],
+    )
+
+
+@cache
+def _insert_layout(
+    model: type[Model], skip: frozenset[str], cast: bool, vendor: str
+) -> tuple[str, tuple[str, ...], tuple[str, ...], tuple[Field, ...]]:
+    """What ``insert_parts`` writes for every instance of a model, worked out once (the award's
+    hot path inserts several rows per request); ``vendor`` keys the column types."""
     ops = connection.ops
-    fields = [
+    fields = tuple(
         field
-        for field in obj._meta.concrete_fields
+        for field in model._meta.concrete_fields
         if field.name not in skip
         and not (field.primary_key and isinstance(field, AutoField | BigAutoField))
-    ]
+    )
     return (
-        ops.quote_name(obj._meta.db_table),
-        [ops.quote_name(field.column) for field in fields],
-        [f"%s::{field.db_type(connection)}" if cast else "%s" for field in fields],
-        [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields],
+        ops.quote_name(model._meta.db_table),
+        tuple(ops.quote_name(field.column) for field in fields),
+        tuple(f"%s::{field.db_type(connection)}" if cast else "%s" for field in fields),
+        fields,
     )
 
 

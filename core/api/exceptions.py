@@ -14,7 +14,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from core.db import is_lock_timeout
+from core.db import is_lock_wait_lost
 from core.exceptions import DomainError
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
             headers=headers,
         )
 
-    if isinstance(exc, DatabaseOperationalError | InterfaceError) and not is_lock_timeout(exc):
+    if isinstance(exc, DatabaseOperationalError | InterfaceError) and not is_lock_wait_lost(exc):
         logger.warning("Database unavailable at %s: %s", instance, exc)
         return problem_response(
             problem_body(

@@ -1,16 +1,18 @@
 """The Idempotency-Key mechanism every effectful POST goes through.
 
-Design (after Zulip and the IETF idempotency-key draft): in the request's durable transaction the
-key row is inserted first (INSERT ... ON CONFLICT DO NOTHING RETURNING, no savepoints on the hot
-path); a concurrent duplicate blocks on the unique index (bounded by the lock timeout) and, once
-the first commits, replays its stored response. A domain refusal is stored and replayed like a
-success, while a transient failure (busy) or a validation error stores nothing and may be retried
-with the same key.
+Design (after Zulip and the IETF idempotency-key draft), in the request's durable transaction: the
+effect runs, then the key's record is inserted with the response (INSERT ... ON CONFLICT DO
+NOTHING RETURNING, no savepoints, one statement on the hot path). A request whose key another
+request holds blocks on the unique index there (bounded by the lock timeout); once that one
+commits, it rolls its own effect back and replays the stored response. A domain refusal is stored
+and replayed like a success, while a transient failure (busy) or a validation error stores nothing
+and may be retried with the same key.
 """
 
 import hashlib
 import json
 from collections.abc import Callable
+from functools import partial
 
 from django.db import OperationalError, connection
 from django.utils import timezone
@@ -21,7 +23,7 @@ from rest_framework.response import Response
 
 from core.api.authentication import actor_for_user
 from core.api.exceptions import PROBLEM_CONTENT_TYPE, domain_error_response
-from core.db import durable_atomic, is_lock_timeout
+from core.db import durable_atomic, is_lock_wait_lost
 from core.exceptions import ConflictError, DomainError
 from core.models import IdempotencyRecord
 
@@ -74,20 +76,39 @@ def _replay(record: IdempotencyRecord) -> Response:
     )
 
 
-def _claim(*, owner: str, key: str, request: Request, fingerprint: str) -> int | None:
-    """Insert the key's record; ``None`` when it exists. A concurrent duplicate waits here on the
-    unique index (bounded by the session's lock_timeout) until the first commits or rolls back."""
+def _record(
+    *, owner: str, key: str, request: Request, fingerprint: str, response: Response
+) -> bool:
+    """Store the key's record with the response; ``False`` when the key has one already. A
+    request whose key a concurrent one holds waits here, on the unique index, until that one
+    commits or rolls back; past the session's lock_timeout it is refused as in use (409)."""
     table = IdempotencyRecord._meta.db_table
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f'INSERT INTO {table} (owner, "key", method, path, fingerprint, response_status, '  # noqa: S608 - table name from the model
-            "response_body, created_at) VALUES (%s, %s, %s, %s, %s, 0, NULL, %s) "
-            'ON CONFLICT (owner, "key") DO NOTHING RETURNING id',
-            [owner, key, request.method or "", request.path[:500], fingerprint, created_at],
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
+    # The rendered document goes in as is: what the client receives, with no parse in between.
+    body = JSONRenderer().render(response.data).decode() if response.data is not None else None
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f'INSERT INTO {table} (owner, "key", method, path, fingerprint, response_status, '  # noqa: S608 - table name from the model
+                f"response_body, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s{cast}, %s) "
+                'ON CONFLICT (owner, "key") DO NOTHING RETURNING id',
+                [
+                    owner,
+                    key,
+                    request.method or "",
+                    request.path[:500],
+                    fingerprint,
+                    response.status_code,
+                    body,
+                    created_at,
+                ],
+            )
+            return cursor.fetchone() is not None
+    except OperationalError as error:
+        if is_lock_wait_lost(error):
+            raise IdempotencyKeyInUseError() from error
+        raise
 
 
 def _replay_existing(*, owner: str, key: str, fingerprint: str) -> Response:
@@ -97,24 +118,17 @@ def _replay_existing(*, owner: str, key: str, fingerprint: str) -> Response:
     return _replay(existing)
 
 
-def _store(record_id: int, response: Response) -> None:
-    # The rendered document goes in as is: what the client receives, with no parse in between.
-    body = JSONRenderer().render(response.data).decode() if response.data is not None else None
-    cast = "::jsonb" if connection.vendor == "postgresql" else ""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {IdempotencyRecord._meta.db_table} SET response_status = %s, "  # noqa: S608 - table name from the model
-            f"response_body = %s{cast} WHERE id = %s",
-            [response.status_code, body, record_id],
-        )
+class _KeyTakenError(Exception):
+    """Another request stored this key first: the effect is rolled back, its response replayed."""
 
 
 def run_idempotent(request: Request, effect: Callable[[], Response]) -> Response:
     """Run ``effect`` once per (client, Idempotency-Key) in a durable transaction it owns.
 
-    The key's record is inserted first and its response stored before commit, in the effect's
-    transaction. A domain refusal rolls the effect back and is then stored on its own, so it
-    replays like a success; a validation error or a transient failure stores nothing.
+    The key's record is stored with the effect's response, in the effect's transaction, before
+    commit; when the key had one already, the effect is rolled back and that response replayed.
+    A domain refusal rolls the effect back and is then stored on its own, so it replays like a
+    success; a validation error or a transient failure stores nothing.
     """
     key = _key_from(request)
     if key is None:
@@ -123,32 +137,20 @@ def run_idempotent(request: Request, effect: Callable[[], Response]) -> Response
 
     owner = actor_for_user(request.user).label
     fingerprint = _fingerprint(request)
+    record = partial(_record, owner=owner, key=key, request=request, fingerprint=fingerprint)
     try:
         with durable_atomic():
-            record_id = _claim_or_busy(
-                owner=owner, key=key, request=request, fingerprint=fingerprint
-            )
-            if record_id is None:
-                return _replay_existing(owner=owner, key=key, fingerprint=fingerprint)
             response = effect()
-            _store(record_id, response)
+            if not record(response=response):
+                raise _KeyTakenError
             return response
+    except _KeyTakenError:
+        return _replay_existing(owner=owner, key=key, fingerprint=fingerprint)
     except DomainError as error:
         if not error.replayable:
             raise
         refusal = domain_error_response(error, instance=request.path)
     with durable_atomic():
-        record_id = _claim_or_busy(owner=owner, key=key, request=request, fingerprint=fingerprint)
-        if record_id is None:  # a concurrent request with this key committed in between
-            return _replay_existing(owner=owner, key=key, fingerprint=fingerprint)
-        _store(record_id, refusal)
-    return refusal
-
-
-def _claim_or_busy(*, owner: str, key: str, request: Request, fingerprint: str) -> int | None:
-    try:
-        return _claim(owner=owner, key=key, request=request, fingerprint=fingerprint)
-    except OperationalError as error:
-        if is_lock_timeout(error):
-            raise IdempotencyKeyInUseError() from error
-        raise
+        stored = record(response=refusal)
+    # Not stored: a concurrent request with this key committed in between.
+    return refusal if stored else _replay_existing(owner=owner, key=key, fingerprint=fingerprint)

@@ -1,5 +1,6 @@
 """Input and output bodies of the points endpoints."""
 
+import re
 from typing import Any
 
 from django.conf import settings
@@ -18,10 +19,17 @@ def _help(field: str) -> str:
     return str(PointsEntry._meta.get_field(field).help_text)
 
 
+_DATETIME = serializers.DateTimeField()
+
+
 class PointsEntrySerializer(serializers.Serializer):
-    # Declared field by field rather than as a ModelSerializer: it renders every award on the hot
-    # path, where deriving the fields from the model on each call cost more than the rest of the
-    # response.
+    """An entry of the ledger.
+
+    It renders every award on the hot path, so the fields declared here are the schema and
+    ``to_representation`` renders them directly: DRF deep-copies every declared field for each
+    serializer instance, which cost more than the rest of the response. A test checks that both
+    give the same document.
+    """
 
     id = serializers.IntegerField(read_only=True)
     version = serializers.IntegerField(read_only=True)
@@ -33,25 +41,42 @@ class PointsEntrySerializer(serializers.Serializer):
     reference = serializers.CharField(read_only=True, default="", help_text=_help("reference"))
     actor = serializers.CharField(read_only=True)
     reverses = serializers.IntegerField(source="reverses_id", read_only=True, allow_null=True)
-    expires_at = serializers.SerializerMethodField()
-    pending_until = serializers.SerializerMethodField()
+    expires_at = serializers.DateTimeField(
+        source="lot.expires_at",
+        read_only=True,
+        allow_null=True,
+        help_text="When the points it credited expire; null for an entry that credited none.",
+    )
+    pending_until = serializers.DateTimeField(
+        source="lot.pending_until",
+        read_only=True,
+        allow_null=True,
+        help_text="When held points become spendable (a purchase's return window); null when "
+        "the award was never held.",
+    )
     created_at = serializers.DateTimeField(read_only=True)
 
-    def _lot(self, entry: PointsEntry):
+    def to_representation(self, entry: PointsEntry) -> dict[str, Any]:
         try:
-            return entry.lot
+            lot = entry.lot
         except PointsEntry.lot.RelatedObjectDoesNotExist:
-            return None
-
-    def get_expires_at(self, entry: PointsEntry) -> str | None:
-        lot = self._lot(entry)
-        return serializers.DateTimeField().to_representation(lot.expires_at) if lot else None
-
-    def get_pending_until(self, entry: PointsEntry) -> str | None:
-        lot = self._lot(entry)
-        if lot is None or lot.pending_until is None:
-            return None
-        return serializers.DateTimeField().to_representation(lot.pending_until)
+            lot = None
+        pending_until = lot.pending_until if lot is not None else None
+        return {
+            "id": entry.pk,
+            "version": entry.version,
+            "kind": str(entry.kind),
+            "points": entry.points,
+            "balance_after": entry.balance_after,
+            "reason": str(entry.reason),
+            "note": entry.note,
+            "reference": entry.reference,
+            "actor": entry.actor,
+            "reverses": entry.reverses_id,
+            "expires_at": _DATETIME.to_representation(lot.expires_at) if lot else None,
+            "pending_until": _DATETIME.to_representation(pending_until) if pending_until else None,
+            "created_at": _DATETIME.to_representation(entry.created_at),
+        }
 
 
 class ExpiringPointsSerializer(serializers.Serializer):
@@ -69,12 +94,15 @@ class PointsBalanceSerializer(serializers.Serializer):
     expiring = ExpiringPointsSerializer(many=True, help_text="Points expiring in the next 30 days.")
 
 
+REFERENCE_PATTERN = re.compile(r"^[\w.:@/-]+$")
+
+
 class PointsAwardSerializer(StrictInputSerializer):
     points = serializers.IntegerField(min_value=1, max_value=settings.LOYALTY_POINTS_MAX_AWARD)
     reason = serializers.ChoiceField(choices=AWARD_REASONS, required=False)
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     reference = serializers.RegexField(
-        r"^[\w.:@/-]+$",
+        REFERENCE_PATTERN,
         max_length=200,
         required=False,
         default="",
@@ -118,6 +146,7 @@ class AwardBatchSerializer(StrictInputSerializer):
     )
 
 
+_AWARD_FIELDS = frozenset(PointsAwardSerializer._declared_fields)
 _AWARD_BATCH_ITEM_FIELDS = frozenset(AwardBatchItemSerializer._declared_fields)
 _AWARD_REASON_OF = {str(reason): reason for reason in AWARD_REASONS}
 
@@ -133,6 +162,47 @@ def _plain_text(value: Any, max_length: int) -> bool:
     )
 
 
+def _plain_award(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """The points, note, reason and (absent) dates of an award body or batch item, as the
+    serializers validate them, when each is already in its final form; else ``None``."""
+    points, note = raw.get("points"), raw.get("note", "")
+    if not (
+        type(points) is int
+        and 1 <= points <= settings.LOYALTY_POINTS_MAX_AWARD
+        and _plain_text(note, 500)
+        and raw.get("expires_at") is None
+        and raw.get("pending_until") is None
+    ):
+        return None
+    values = {"points": points, "note": note, "expires_at": None, "pending_until": None}
+    if "reason" in raw:
+        reason = raw["reason"]
+        if type(reason) is not str or reason not in _AWARD_REASON_OF:
+            return None
+        values["reason"] = _AWARD_REASON_OF[reason]
+    return values
+
+
+def award_parse(data: Any) -> dict[str, Any] | None:
+    """The validated body of an award, as ``PointsAwardSerializer`` would return it, when every
+    value is already in its final form (the usual ``{"points": 10}``), checked without DRF's
+    per-field machinery (a tenth of the award's time). ``None`` when the body needs the
+    serializer: a value to coerce or parse, or an error to report, which then comes from the
+    serializer itself, so the 400 is the same.
+    """
+    if type(data) is not dict or not data.keys() <= _AWARD_FIELDS:
+        return None
+    reference = data.get("reference", "")
+    if "reference" in data and not (
+        _plain_text(reference, 200) and REFERENCE_PATTERN.match(reference)  # a given one: not blank
+    ):
+        return None
+    values = _plain_award(data)
+    if values is not None:
+        values["reference"] = reference
+    return values
+
+
 def award_batch_items_parse(data: Any) -> list[dict[str, Any]] | None:
     """The validated items of an award batch whose every value is already in its final form
     (ints, plain strings, no dates), as ``AwardBatchSerializer`` would return them, checked
@@ -145,39 +215,22 @@ def award_batch_items_parse(data: Any) -> list[dict[str, Any]] | None:
     raw_items = data["items"]
     if type(raw_items) is not list or not 1 <= len(raw_items) <= settings.LOYALTY_MAX_BATCH_ITEMS:
         return None
-    max_points = settings.LOYALTY_POINTS_MAX_AWARD
     items = []
     for raw in raw_items:
         if type(raw) is not dict or not raw.keys() <= _AWARD_BATCH_ITEM_FIELDS:
             return None
-        external_id, points = raw.get("external_id"), raw.get("points")
-        note, key = raw.get("note", ""), raw.get("idempotency_key", "")
+        external_id, key = raw.get("external_id"), raw.get("idempotency_key", "")
         if not (
             _plain_text(external_id, 128)
             and external_id
-            and type(points) is int
-            and 1 <= points <= max_points
-            and _plain_text(note, 500)
             and _plain_text(key, 255)
             and (key or "idempotency_key" not in raw)  # a key given may not be blank
-            and raw.get("expires_at") is None
-            and raw.get("pending_until") is None
         ):
             return None
-        item = {
-            "external_id": external_id,
-            "points": points,
-            "note": note,
-            "expires_at": None,
-            "pending_until": None,
-            "idempotency_key": key,
-        }
-        if "reason" in raw:
-            reason = raw["reason"]
-            if type(reason) is not str or reason not in _AWARD_REASON_OF:
-                return None
-            item["reason"] = _AWARD_REASON_OF[reason]
-        items.append(item)
+        values = _plain_award(raw)
+        if values is None:
+            return None
+        items.append({"external_id": external_id, **values, "idempotency_key": key})
     return items
 
 

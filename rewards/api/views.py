@@ -38,6 +38,7 @@ from rewards.api.serializers import (
     RewardInputSerializer,
     RewardSerializer,
     award_batch_items_parse,
+    award_parse,
 )
 from rewards.filters import PointsEntryFilter, RedemptionFilter
 from rewards.models import PointsEntry, Reason, Redemption, RedemptionStatus, Reward
@@ -94,14 +95,17 @@ class MemberPointsAwardView(APIView):
     @extend_schema(request=PointsAwardSerializer, responses={201: PointsEntrySerializer})
     def post(self, request: Request, member_id: UUID) -> Response:
         actor = actor_of(request)
-        member = member_get_for_actor(actor=actor, member_id=member_id, with_identities=False)
-        data = PointsAwardSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
+        fields = award_parse(request.data)
+        if fields is None:  # something to coerce or to report: the serializer does it
+            data = PointsAwardSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            fields = dict(data.validated_data)
         fields.setdefault("reason", Reason.PARTNER if actor.is_partner else Reason.MANUAL)
 
         def effect() -> Response:
-            entry = ledger.points_award(member=member, actor=actor, at=timezone.now(), **fields)
+            # Operators and partners, the only callers, may see every member: the service is
+            # given the id and reads the member only when its hot path cannot serve (404, 409).
+            entry = ledger.points_award(member=member_id, actor=actor, at=timezone.now(), **fields)
             # The service returns the entry with its lot: nothing to read back (hot path).
             return Response(PointsEntrySerializer(entry).data, status=status.HTTP_201_CREATED)
 

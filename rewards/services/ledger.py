@@ -36,7 +36,7 @@ from core.db import (
     require_transaction,
 )
 from core.events import DomainEvent, domain_events_record, outbox_rows
-from core.exceptions import ConflictError, InvalidInputError
+from core.exceptions import ConflictError, InvalidInputError, NotFoundError
 from core.models import OutboxEvent
 from core.read_cache import member_reads_changed
 from members.exceptions import MemberErasedError
@@ -439,7 +439,7 @@ def _raise_duplicate(error: IntegrityError) -> None:
 @joins_transaction
 def points_award(
     *,
-    member: Member,
+    member: Member | UUID,
     points: int,
     reason: str,
     actor: Actor,
@@ -452,19 +452,31 @@ def points_award(
 ) -> PointsEntry:
     """Credit points to the member as a new lot (pending until ``pending_until`` if given).
 
+    ``member`` may be the member's id when the caller has not read the member (the award
+    endpoint): the hot path then reads no member row, and the member is read only when that path
+    cannot serve (a reference, no account yet, SQLite), to refuse a missing or erased member.
+
     :raises InvalidInputError: for a non-positive amount or dates in the past.
     :raises DuplicateAwardError: when the reference was already awarded.
     :raises MemberErasedError: the member is erased (409).
+    :raises NotFoundError: no member has this id (only when given an id).
     """
+    member_id = member.pk if isinstance(member, Member) else member
     spec = AwardSpec(
-        member.pk, points, reason, note, expires_at, pending_until, reference, kind=kind
+        member_id, points, reason, note, expires_at, pending_until, reference, kind=kind
     )
     _validate_award(spec, at)
-    if member.is_erased:
+    if isinstance(member, Member) and member.is_erased:
         raise MemberErasedError("An erased member cannot earn points.")
     # A reference can collide with an earlier award: that needs the savepoint of the general path.
-    entry = None if reference or not is_postgres() else _credit_one_postgres(spec, actor, at)
+    entry = (
+        None
+        if reference or not is_postgres()
+        else _credit_one_postgres(spec, actor, at, unless_erased=not isinstance(member, Member))
+    )
     if entry is None:
+        if not isinstance(member, Member):
+            member = _member_get(member_id)
         account, versions = _lock_one(member.pk, at)
         posting = _Posting()
         entry = _credit_locked(account, spec, actor=actor, at=at, posting=posting)
@@ -479,30 +491,51 @@ def points_award(
                 _raise_duplicate(error)
     threshold = settings.LOYALTY_TIER_REASSESS_AWARD_THRESHOLD
     if threshold and points >= threshold:
-        _tier_reassess_after_commit(member.pk, "big_award")
+        _tier_reassess_after_commit(member_id, "big_award")
     return entry
 
 
-def _credit_one_postgres(spec: AwardSpec, actor: Actor, at: datetime) -> PointsEntry | None:
+def _member_get(member_id: UUID) -> Member:
+    """The member to credit, refused when missing or erased."""
+    member = Member.objects.filter(pk=member_id).only("pk", "erased_at").first()
+    if member is None:
+        raise NotFoundError("No member with this id.")
+    if member.is_erased:
+        raise MemberErasedError("An erased member cannot earn points.")
+    return member
+
+
+def _credit_one_postgres(
+    spec: AwardSpec, actor: Actor, at: datetime, *, unless_erased: bool = False
+) -> PointsEntry | None:
     """One award in two statements (the award endpoint's hot path, PostgreSQL only).
 
     The first moves the account forward in an ``UPDATE ... RETURNING``, which takes the row lock
     before anything else (the lock order of every posting) and hands back the state to chain the
     entry on; the second inserts the entry, its lot, a debt repayment, the outbox event and the
     system shard's change, chained by CTEs. ``None`` when the member has no account yet: the
-    general path creates it.
+    general path creates it. ``unless_erased`` makes the first statement also check that the
+    member is not erased (for a caller that has not read the member); ``None`` then too when it is.
     """
     pending = spec.pending_until is not None
     available_delta = 0 if pending else spec.points
     pending_delta = spec.points if pending else 0
     earned_delta = spec.points if spec.kind == EntryKind.EARN else 0
+    # An account exists only for an existing member (its primary key is the member's).
+    not_erased = (
+        f" AND NOT EXISTS (SELECT 1 FROM {Member._meta.db_table} "  # noqa: S608 - names from the model
+        "WHERE id = %s AND erased_at IS NOT NULL)"
+        if unless_erased
+        else ""
+    )
+    params = [available_delta, pending_delta, earned_delta, at, spec.member_id]
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {PointsAccount._meta.db_table} SET available = available + %s, "  # noqa: S608 - names from the model
             "pending = pending + %s, lifetime_earned = lifetime_earned + %s, "
-            "version = version + 1, updated_at = %s WHERE member_id = %s "
+            f"version = version + 1, updated_at = %s WHERE member_id = %s{not_erased} "
             "RETURNING available, pending, lifetime_earned, version",
-            [available_delta, pending_delta, earned_delta, at, spec.member_id],
+            [*params, spec.member_id] if unless_erased else params,
         )
         row = cursor.fetchone()
         if row is None:

@@ -1,6 +1,7 @@
-"""The lean parsers of batch items (award batches, partners' events) give exactly what their
-serializers give, and hand every item they do not take as it is (to coerce, or to reject) back
-to the serializer, so results and 400 errors stay the serializers' own."""
+"""The lean parsers of award bodies and batch items (award batches, partners' events) give
+exactly what their serializers give, and hand every body or item they do not take as it is (to
+coerce, or to reject) back to the serializer, so results and 400 errors stay the serializers'
+own."""
 
 from typing import Any
 
@@ -8,7 +9,12 @@ import pytest
 from rest_framework.exceptions import ValidationError
 
 from members.api.serializers import EventItemSerializer, event_item_parse
-from rewards.api.serializers import AwardBatchSerializer, award_batch_items_parse
+from rewards.api.serializers import (
+    AwardBatchSerializer,
+    PointsAwardSerializer,
+    award_batch_items_parse,
+    award_parse,
+)
 
 AWARD_ITEMS: list[dict[str, Any]] = [
     {"external_id": "m-1", "points": 5},
@@ -80,6 +86,53 @@ def test_award_batches_the_parser_takes_are_all_the_plain_ones():
 
     assert award_batch_items_parse({"items": plain}) == _serializer_items({"items": plain})
     assert all(award_batch_items_parse({"items": [item]}) is None for item in AWARD_ITEMS[5:])
+
+
+AWARDS: list[Any] = [
+    {"points": 5},
+    {"points": 5, "reason": "purchase", "note": "order paid", "reference": "order:1/2@shop-a.b"},
+    {"points": 5, "note": "", "expires_at": None, "pending_until": None},
+    {"points": 10_000_000, "reference": "ü_order"},
+    # For the serializer: values to coerce, or errors to report.
+    {"points": "5"},
+    {"points": 5.0},
+    {"points": True},
+    {"points": 0},
+    {"points": 10_000_001},
+    {"points": 5, "reference": ""},
+    {"points": 5, "reference": "has space"},
+    {"points": 5, "reference": "order#1"},
+    {"points": 5, "reference": "o\n"},
+    {"points": 5, "reference": " order-1"},
+    {"points": 5, "reference": "x" * 201},
+    {"points": 5, "reference": None},
+    {"points": 5, "reference": 12},
+    {"points": 5, "note": "two\nlines"},
+    {"points": 5, "reason": "refund"},
+    {"points": 5, "expires_at": "2099-01-01T00:00:00Z"},
+    {"points": 5, "pending_until": "2099-01-01T00:00:00Z"},
+    {"points": 5, "colour": "red"},
+    {"note": "no points"},
+    [{"points": 5}],
+    "5",
+]
+
+
+def _serializer_award(data: Any) -> dict[str, Any] | None:
+    serializer = PointsAwardSerializer(data=data)
+    return dict(serializer.validated_data) if serializer.is_valid() else None
+
+
+@pytest.mark.parametrize("data", AWARDS, ids=repr)
+def test_an_award_body_is_parsed_as_the_serializer_would_or_left_to_it(data):
+    parsed = award_parse(data)
+
+    assert parsed is None or parsed == _serializer_award(data)
+
+
+def test_the_award_parser_takes_the_plain_bodies_and_only_them():
+    assert all(award_parse(data) is not None for data in AWARDS[:4])
+    assert all(award_parse(data) is None for data in AWARDS[4:])
 
 
 EVENT = {

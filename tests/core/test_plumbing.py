@@ -277,3 +277,59 @@ def test_reserved_namespaces_cannot_belong_to_a_partner(db, namespace):
         )
 
     assert not Partner.objects.exists()
+
+
+def _lock_wait_errors() -> list[Exception]:
+    """The errors PostgreSQL raises when a transaction loses a wait for a lock: a lock timeout,
+    then a deadlock (two transactions locking two rows in opposite orders)."""
+    import threading
+
+    from django.db import OperationalError, connection, connections, transaction
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS lock_probe (id int PRIMARY KEY)")
+        cursor.execute("INSERT INTO lock_probe VALUES (1), (2) ON CONFLICT DO NOTHING")
+    errors: list[Exception] = []
+    both_hold = threading.Barrier(2)
+
+    def lock(first: int, second: int, *, timeout_ms: int) -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = {timeout_ms}")
+                cursor.execute("SELECT 1 FROM lock_probe WHERE id = %s FOR UPDATE", [first])
+                both_hold.wait()
+                cursor.execute("SELECT 1 FROM lock_probe WHERE id = %s FOR UPDATE", [second])
+        except OperationalError as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    for timeouts in ((50, 60_000), (60_000, 60_000)):  # a lock timeout, then a deadlock
+        both_hold.reset()
+        threads = [
+            threading.Thread(target=lock, args=(1, 2), kwargs={"timeout_ms": timeouts[0]}),
+            threading.Thread(target=lock, args=(2, 1), kwargs={"timeout_ms": timeouts[1]}),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE lock_probe")
+    return errors
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_lock_wait_is_a_retryable_503_busy():
+    from core.api.exceptions import problem_exception_handler
+    from core.db import is_lock_wait_lost
+
+    errors = _lock_wait_errors()
+
+    assert [error.__cause__.sqlstate for error in errors] == ["55P03", "40P01"]
+    assert all(is_lock_wait_lost(error) for error in errors)
+    for error in errors:
+        response = problem_exception_handler(error, {"request": None})
+        assert (response.status_code, response.data["code"]) == (503, "busy")
+        assert response["Retry-After"] == "1"

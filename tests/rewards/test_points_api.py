@@ -249,3 +249,92 @@ def test_an_award_to_an_erased_member_is_409_and_writes_nothing(operator_client,
 
     assert_problem(response, 409, "member_erased")
     assert not PointsEntry.objects.filter(member=member).exists()
+
+
+def test_an_award_to_an_unknown_member_is_404_and_writes_nothing(operator_client, member):
+    operator_client.post(_url(member, "awards/"), {"points": 1})  # the member has an account
+    unknown = "00000000-0000-4000-8000-000000000000"
+
+    first = operator_client.post(
+        f"/api/v1/members/{unknown}/points/awards/", {"points": 5}, HTTP_IDEMPOTENCY_KEY="u-1"
+    )
+    retried = operator_client.post(
+        f"/api/v1/members/{unknown}/points/awards/", {"points": 5}, HTTP_IDEMPOTENCY_KEY="u-1"
+    )
+
+    assert_problem(first, 404, "not_found")
+    assert_problem(retried, 404, "not_found")
+    assert PointsEntry.objects.count() == 1
+    assert not PointsAccount.objects.filter(pk=unknown).exists()
+
+
+def test_awards_after_the_first_take_the_accounts_hot_path_and_chain(
+    operator_client, member, audited
+):
+    bodies = [
+        operator_client.post(_url(member, "awards/"), {"points": points}).json()
+        for points in (3, 4, 5)
+    ]
+
+    assert [(body["version"], body["balance_after"]) for body in bodies] == [
+        (1, 3),
+        (2, 7),
+        (3, 12),
+    ]
+
+
+def _entries_of_every_shape(member):
+    from rewards.services.ledger import points_deduct, points_reverse
+
+    at = timezone.now()
+    earned = points_award(member=member, points=10, reason="manual", actor=ACTOR, at=at)
+    held = points_award(
+        member=member.pk,
+        points=4,
+        reason="purchase",
+        actor=ACTOR,
+        at=at,
+        reference="order-1",
+        note="held",
+        pending_until=at + timedelta(days=7),
+    )
+    spent = points_deduct(member=member, points=3, reason="manual", actor=ACTOR, at=at)
+    reversal = points_reverse(entry=held, actor=ACTOR, at=at)
+    return [earned, held, spent, reversal]
+
+
+@pytest.mark.parametrize("reread", [False, True], ids=["as written", "read back"])
+def test_entry_documents_match_what_the_declared_fields_render(member, reread, audited):
+    from rest_framework import serializers
+
+    from rewards.api.serializers import PointsEntrySerializer
+
+    entries = _entries_of_every_shape(member)
+    if reread:
+        entries = list(PointsEntry.objects.select_related("lot").order_by("pk"))
+
+    for entry in entries:
+        serializer = PointsEntrySerializer(entry)
+        assert serializer.data == serializers.Serializer.to_representation(serializer, entry)
+        assert list(serializer.data) == list(serializer.fields)
+    shapes = [
+        (body["expires_at"] is None, body["pending_until"] is None)
+        for body in (PointsEntrySerializer(entry).data for entry in entries)
+    ]
+    assert shapes == [(False, True), (False, False), (True, True), (True, True)]
+
+
+def test_a_retry_of_an_award_with_a_reference_replays_its_201_not_a_409(
+    partner_client, member, audited
+):
+    body = {"points": 5, "reference": "order-7"}
+    first = partner_client.post(_url(member, "awards/"), body, HTTP_IDEMPOTENCY_KEY="o-7")
+
+    retried = partner_client.post(_url(member, "awards/"), body, HTTP_IDEMPOTENCY_KEY="o-7")
+    other_key = partner_client.post(_url(member, "awards/"), body, HTTP_IDEMPOTENCY_KEY="o-8")
+
+    assert first.status_code == retried.status_code == 201
+    assert retried.json() == first.json()
+    assert retried["Idempotent-Replayed"] == "true"
+    assert_problem(other_key, 409, "duplicate_award")
+    assert PointsEntry.objects.count() == 1
