@@ -494,7 +494,10 @@ end
 
 def _tokens_set(keys: tuple[str, ...], token: int, seconds: int) -> None:
     backend = redis_backend()
-    if backend is not None:
+    if backend is not None and len(keys) == 1:
+        # One member's write, the hot path (an award): a plain SET, with no script to send.
+        redis_client(backend).set(backend.make_key(keys[0]), token, ex=seconds)
+    elif backend is not None:
         # One command for all the keys (a batch replaces a thousand tokens: the cache API, or a
         # pipeline, would pack a command or two per key, 10 ms per thousand here).
         redis_client(backend).eval(
