@@ -7,6 +7,12 @@ request holds blocks on the unique index there (bounded by the lock timeout); on
 commits, it rolls its own effect back and replays the stored response. A domain refusal is stored
 and replayed like a success, while a transient failure (busy) or a validation error stores nothing
 and may be retried with the same key.
+
+Lock order: the key is the last lock the transaction takes, and nothing waits for a lock after it,
+so a request holding a key can close no cycle of waits. STYLE §3 puts the key first, for the
+claim-then-store design this replaced; storing last keeps that guarantee with one statement
+instead of two (an INSERT, then an UPDATE of the response), at the price that a duplicate does
+its work before it finds the key taken and rolls it back (duplicates are rare: retries).
 """
 
 import hashlib

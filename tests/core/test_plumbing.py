@@ -1,6 +1,7 @@
 """Cross-cutting plumbing: health, throttling, schema, problem rendering, commands."""
 
 import io
+import os
 from unittest import mock
 
 import pytest
@@ -333,3 +334,23 @@ def test_a_lost_lock_wait_is_a_retryable_503_busy():
         response = problem_exception_handler(error, {"request": None})
         assert (response.status_code, response.data["code"]) == (503, "busy")
         assert response["Retry-After"] == "1"
+
+
+def test_a_worker_loads_the_urlconf_at_start_and_freezes_it_out_of_the_collectors_scans():
+    import subprocess
+    import sys
+
+    probe = (
+        "import gc, sys; import loyalty.wsgi; "
+        "print(gc.get_freeze_count() > 0, 'rewards.api.views' in sys.modules)"
+    )
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DJANGO_")}
+    result = subprocess.run(  # noqa: S603 - a fixed command line
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**environment, "DJANGO_SETTINGS_MODULE": "loyalty.settings.base"},
+    )
+
+    assert result.stdout.split() == ["True", "True"]
