@@ -466,17 +466,13 @@ def points_award(
         member_id, points, reason, note, expires_at, pending_until, reference, kind=kind
     )
     _validate_award(spec, at)
-    if isinstance(member, Member) and member.is_erased:
-        raise MemberErasedError("An erased member cannot earn points.")
     # A reference can collide with an earlier award: that needs the savepoint of the general path.
-    entry = (
-        None
-        if reference or not is_postgres()
-        else _credit_one_postgres(spec, actor, at, unless_erased=not isinstance(member, Member))
-    )
+    entry = None if reference or not is_postgres() else _credit_one_postgres(spec, actor, at)
     if entry is None:
         if not isinstance(member, Member):
             member = _member_get(member_id)
+        if member.is_erased:
+            raise MemberErasedError("An erased member cannot earn points.")
         account, versions = _lock_one(member.pk, at)
         posting = _Posting()
         entry = _credit_locked(account, spec, actor=actor, at=at, posting=posting)
@@ -496,46 +492,37 @@ def points_award(
 
 
 def _member_get(member_id: UUID) -> Member:
-    """The member to credit, refused when missing or erased."""
+    """The member to credit (what the general path needs of it: the id and the erasure)."""
     member = Member.objects.filter(pk=member_id).only("pk", "erased_at").first()
     if member is None:
         raise NotFoundError("No member with this id.")
-    if member.is_erased:
-        raise MemberErasedError("An erased member cannot earn points.")
     return member
 
 
-def _credit_one_postgres(
-    spec: AwardSpec, actor: Actor, at: datetime, *, unless_erased: bool = False
-) -> PointsEntry | None:
+def _credit_one_postgres(spec: AwardSpec, actor: Actor, at: datetime) -> PointsEntry | None:
     """One award in two statements (the award endpoint's hot path, PostgreSQL only).
 
     The first moves the account forward in an ``UPDATE ... RETURNING``, which takes the row lock
     before anything else (the lock order of every posting) and hands back the state to chain the
     entry on; the second inserts the entry, its lot, a debt repayment, the outbox event and the
-    system shard's change, chained by CTEs. ``None`` when the member has no account yet: the
-    general path creates it. ``unless_erased`` makes the first statement also check that the
-    member is not erased (for a caller that has not read the member); ``None`` then too when it is.
+    system shard's change, chained by CTEs. ``None`` when the member has no account yet (the
+    general path creates it) or is erased (the general path refuses it), so the caller need not
+    have read the member.
     """
     pending = spec.pending_until is not None
     available_delta = 0 if pending else spec.points
     pending_delta = spec.points if pending else 0
     earned_delta = spec.points if spec.kind == EntryKind.EARN else 0
-    # An account exists only for an existing member (its primary key is the member's).
-    not_erased = (
-        f" AND NOT EXISTS (SELECT 1 FROM {Member._meta.db_table} "  # noqa: S608 - names from the model
-        "WHERE id = %s AND erased_at IS NOT NULL)"
-        if unless_erased
-        else ""
-    )
-    params = [available_delta, pending_delta, earned_delta, at, spec.member_id]
     with connection.cursor() as cursor:
+        # An account exists only for an existing member (its primary key is the member's).
         cursor.execute(
             f"UPDATE {PointsAccount._meta.db_table} SET available = available + %s, "  # noqa: S608 - names from the model
             "pending = pending + %s, lifetime_earned = lifetime_earned + %s, "
-            f"version = version + 1, updated_at = %s WHERE member_id = %s{not_erased} "
+            "version = version + 1, updated_at = %s WHERE member_id = %s "
+            f"AND NOT EXISTS (SELECT 1 FROM {Member._meta.db_table} "
+            "WHERE id = %s AND erased_at IS NOT NULL) "
             "RETURNING available, pending, lifetime_earned, version",
-            [*params, spec.member_id] if unless_erased else params,
+            [available_delta, pending_delta, earned_delta, at, spec.member_id, spec.member_id],
         )
         row = cursor.fetchone()
         if row is None:

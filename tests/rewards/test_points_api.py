@@ -268,9 +268,7 @@ def test_an_award_to_an_unknown_member_is_404_and_writes_nothing(operator_client
     assert not PointsAccount.objects.filter(pk=unknown).exists()
 
 
-def test_awards_after_the_first_take_the_accounts_hot_path_and_chain(
-    operator_client, member, audited
-):
+def test_consecutive_awards_chain_versions_and_balances(operator_client, member, audited):
     bodies = [
         operator_client.post(_url(member, "awards/"), {"points": points}).json()
         for points in (3, 4, 5)
