@@ -206,13 +206,19 @@ def job_run(workers: int) -> tuple[float, int, list[int]]:
         assert process.stdin is not None  # noqa: S101 - a pipe was asked for
         process.stdin.write(f"{job.pk}\n")
         process.stdin.flush()
-    peaks = []
+    # The clock stops when every worker has found no chunk left, not when the processes have
+    # exited: a Celery worker stays up after a job, so its interpreter's shutdown is no part of it.
+    reports = []
     for process in processes:
-        output, _ = process.communicate()
-        if process.returncode:
-            raise SystemExit(f"A worker failed with exit code {process.returncode}.")
-        peaks.append(int(output.strip().splitlines()[-1]))
+        assert process.stdout is not None  # noqa: S101 - a pipe was asked for
+        reports.append(process.stdout.readline().strip())
     seconds = time.perf_counter() - started
+    peaks = []
+    for process, report in zip(processes, reports, strict=True):
+        process.communicate()
+        if process.returncode or not report.startswith("done "):
+            raise SystemExit(f"A worker failed with exit code {process.returncode}.")
+        peaks.append(int(report.split()[1]))
     job = Job.objects.get(pk=job.pk)
     if job.status != "done":
         raise SystemExit(f"The job ended {job.status}: {job.error}")
@@ -221,8 +227,9 @@ def job_run(workers: int) -> tuple[float, int, list[int]]:
 
 def worker(job_id: str) -> None:
     """Take open chunks one at a time (``SKIP LOCKED``: no two workers take the same chunk, as
-    a broker would hand them out) and run each with the job's own chunk code. Prints peak RSS.
-    With ``job_id`` "stdin" it says "ready" once set up and reads the job id from stdin."""
+    a broker would hand them out) and run each with the job's own chunk code. Prints
+    "done <peak RSS KiB>" when no chunk is left. With ``job_id`` "stdin" it says "ready" once
+    set up and reads the job id from stdin."""
     from django.db import connection, transaction
     from django.utils import timezone
 
@@ -246,8 +253,8 @@ def worker(job_id: str) -> None:
         if claimed is None:
             break
         reassessment_chunk_run(job_id=UUID(job_id), index=claimed[0], at=timezone.now())
+    print(f"done {peak_rss_kib()}", flush=True)
     connection.close()
-    print(peak_rss_kib())
 
 
 def peak_rss_kib() -> int:

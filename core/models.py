@@ -111,13 +111,19 @@ class OutboxEvent(models.Model):
     created_at = models.DateTimeField()
     # Assigned by the webhook dispatcher, one dispatcher at a time, so positions grow in commit
     # order: a partner following the feed by position never skips an event that committed late.
-    # Null until dispatched (fanned out to the webhook subscriptions).
-    position = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
+    # Null until dispatched (fanned out to the webhook subscriptions). Unique among the
+    # dispatched only (``outbox_position_unique``): an event is written without an entry there.
+    position = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = (
             models.UniqueConstraint(
                 fields=("event_type", "dedupe_key"), name="outbox_event_type_dedupe_unique"
+            ),
+            models.UniqueConstraint(
+                fields=("position",),
+                condition=models.Q(position__isnull=False),
+                name="outbox_position_unique",
             ),
         )
         indexes = (

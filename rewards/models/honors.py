@@ -110,10 +110,15 @@ class Badge(models.Model):
 class MemberBadge(models.Model):
     """A badge a member holds: one row per member and badge, so awarding is idempotent."""
 
+    # No single-column indexes of their own: ``member_badge_unique`` leads with the member, and
+    # the badge has a plain index below (a varchar foreign key's default index comes with a
+    # second, LIKE-pattern copy nothing queries). Every award writes one index entry fewer or two.
     member = models.ForeignKey(
-        "members.Member", on_delete=models.CASCADE, related_name="badge_awards"
+        "members.Member", on_delete=models.CASCADE, related_name="badge_awards", db_index=False
     )
-    badge = models.ForeignKey(Badge, on_delete=models.PROTECT, related_name="awards")
+    badge = models.ForeignKey(
+        Badge, on_delete=models.PROTECT, related_name="awards", db_index=False
+    )
     awarded_at = models.DateTimeField()
     awarded_by = models.CharField(max_length=200)
     reason = models.CharField(max_length=500, blank=True)
@@ -126,6 +131,8 @@ class MemberBadge(models.Model):
         indexes = (
             # The honors wall: the latest awards first.
             models.Index(fields=("-awarded_at", "-id"), name="member_badge_awarded_idx"),
+            # Who holds a badge (the admin's filter, the badge's protection on delete).
+            models.Index(fields=("badge",), name="member_badge_badge_idx"),
         )
         permissions = (("award_badge", "Can award badges to members"),)
 

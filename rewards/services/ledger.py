@@ -859,7 +859,7 @@ new_events AS (
             'reason', reason, 'pending_until', pending_iso),
         %(at)s, %(at)s
     FROM v ORDER BY position
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (event_type, dedupe_key) DO NOTHING
 ),
 accounts AS (
     UPDATE {account} SET available = a.available, pending = a.pending,

@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 import requests
 import time_machine
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -271,6 +271,24 @@ def test_dispatch_hands_out_positions_in_batches_and_continues(
     assert second.events_dispatched == 1
     positions = list(OutboxEvent.objects.order_by("id").values_list("position", flat=True))
     assert positions == [1, 2, 3, 4, 5]
+
+
+def test_a_feed_position_is_unique_among_dispatched_events_only(db, record_event):
+    """Undispatched events all have no position; two dispatched ones never share one (the
+    partial unique index the feed reads)."""
+    first, second, third = record_event(), record_event(), record_event()
+    assert OutboxEvent.objects.filter(position__isnull=True).count() == 3
+    OutboxEvent.objects.filter(pk=first.pk).update(position=1)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        OutboxEvent.objects.filter(pk=second.pk).update(position=1)
+
+    OutboxEvent.objects.filter(pk=second.pk).update(position=2)
+    assert dict(OutboxEvent.objects.values_list("pk", "position")) == {
+        first.pk: 1,
+        second.pk: 2,
+        third.pk: None,
+    }
 
 
 # --- Deliveries to a real receiver on loopback -------------------------------------------------

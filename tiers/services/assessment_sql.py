@@ -543,8 +543,10 @@ def chunk_decide_and_write(
     transaction: what ``decisions_apply(members_assess(...))`` does for a job chunk.
 
     A member whose tier state changed since it was read (a promotion committed meanwhile) or whom
-    this job has decided already (a chunk re-run) is not written; the unique ``(job, member)``
-    history key and the events' dedupe keys make a re-run write nothing twice.
+    this job has decided already (a chunk re-run) is not written, so the history rows need no
+    ``ON CONFLICT`` clause: the unique ``(job, member)`` key stays the backstop, and a duplicate
+    it caught would fail the chunk (retried) rather than vanish. The events' dedupe keys make a
+    re-run announce nothing twice.
     """
     require_transaction()
     q = _Query()
@@ -625,7 +627,6 @@ history AS (
         {at_sql}
     FROM outcome o WHERE o.written AND o.reason IS NOT NULL
     ORDER BY o.id
-    ON CONFLICT DO NOTHING
 ),
 nominations AS (
     UPDATE {_table(Nomination)} n
@@ -661,7 +662,7 @@ events AS (
         WHERE o.stage IS NOT NULL AND (o.written OR NOT o.changes)
         {badge_events}
     ) e (event_type, aggregate_id, dedupe_key, payload)
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (event_type, dedupe_key) DO NOTHING
 )
 SELECT o.tier_code,
     CASE WHEN o.written OR NOT o.changes THEN o.new_tier ELSE o.tier_code END,
