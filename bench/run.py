@@ -99,7 +99,7 @@ def plot(measured: list[dict[str, object]], path: Path, mode: str) -> None:
     )
     for row in measured:
         axes.annotate(
-            f"ratio {float(row['ratio']):.1f}",  # type: ignore[arg-type]
+            f"ratio {float(row['ratio']):.2f}",  # type: ignore[arg-type]
             (int(row["members"]), float(row["job_s"])),  # type: ignore[call-overload, arg-type]
             textcoords="offset points",
             xytext=(5, 5),
