@@ -72,7 +72,10 @@ def git_commit() -> str:
         return completed.stdout.strip()
 
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return commit + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
+    # Read before the suites run, and blind to bench/results/: the runs write their own results
+    # there, which are no change to the code measured.
+    changed = git("status", "--porcelain", "--", ".", ":(exclude)bench/results")
+    return commit + (" (with uncommitted changes)" if changed else "")
 
 
 def load_average() -> str:
@@ -126,6 +129,7 @@ def render(
     started: datetime,
     seconds: float,
     load_at_start: str,
+    commit: str,
 ) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
@@ -134,7 +138,7 @@ def render(
         f"# Benchmarks ({args.mode} run)",
         "",
         f"{started:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} minutes, git commit "
-        f"{git_commit()}. Every figure is against a reference measured in the same run on the "
+        f"{commit}. Every figure is against a reference measured in the same run on the "
         "same machine (bench/README.md says what each reference is). The machine may be shared: "
         f"load average {load_at_start} at the start and {load_average()} at the end.",
         "",
@@ -178,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench import reassessment as reassessment_bench
 
     started, clock, load_at_start = datetime.now(UTC), time.monotonic(), load_average()
+    commit = git_commit()
     machine = award_throughput.machine_info()
     rows: list[Row] = []
     population: dict[str, int] = {}
@@ -223,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             started=started,
             seconds=time.monotonic() - clock,
             load_at_start=load_at_start,
+            commit=commit,
         ) + ("" if done else f"\n**Partial: the run was still going after the {name} suite.**\n")
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
