@@ -124,14 +124,15 @@ def _insert_layout(
     )
 
 
-def rows_insert(objs: Sequence[Model], *, ignore_conflicts: bool = False) -> None:
+def rows_insert(objs: Sequence[Model], *, on_conflict: str = "") -> None:
     """Insert model instances without Django's PostgreSQL ``UNNEST`` bulk insert.
 
     For append-only rows written in bulk by jobs (history, outbox). ``bulk_create`` sends each
     column as one array, and escaping JSON and text into array literals cost most of a
     reassessment chunk's time. On PostgreSQL this sends one parameterised row statement through
     psycopg's pipelined ``executemany``; elsewhere multi-row ``VALUES``. Auto primary keys are
-    left to the database and not read back.
+    left to the database and not read back. ``on_conflict`` is an ``ON CONFLICT ...`` clause to
+    append (``OUTBOX_SKIP_DUPLICATE`` for events, say).
     """
     if not objs:
         return
@@ -145,7 +146,7 @@ def rows_insert(objs: Sequence[Model], *, ignore_conflicts: bool = False) -> Non
     table = ops.quote_name(model._meta.db_table)
     columns = ", ".join(ops.quote_name(field.column) for field in fields)
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    suffix = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    suffix = f" {on_conflict}" if on_conflict else ""
     rows = [
         [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
         for obj in objs

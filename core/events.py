@@ -10,6 +10,11 @@ import uuid6
 from core.db import require_transaction, rows_insert
 from core.models import OutboxEvent
 
+# How every writer of the outbox skips an event recorded already: on its (type, dedupe key), the
+# one conflict that means "recorded already". Naming it probes that unique index alone, where a
+# bare ON CONFLICT DO NOTHING probes every unique index of the table.
+OUTBOX_SKIP_DUPLICATE = "ON CONFLICT (event_type, dedupe_key) DO NOTHING"
+
 
 @dataclass(frozen=True, slots=True)
 class DomainEvent:
@@ -42,7 +47,7 @@ def domain_events_record(*, events: Iterable[DomainEvent], at: datetime) -> int:
     require_transaction()
     rows = outbox_rows(events=events, at=at)
     if rows:
-        rows_insert(rows, ignore_conflicts=True)
+        rows_insert(rows, on_conflict=OUTBOX_SKIP_DUPLICATE)
     return len(rows)
 
 

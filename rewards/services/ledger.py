@@ -35,7 +35,7 @@ from core.db import (
     joins_transaction,
     require_transaction,
 )
-from core.events import DomainEvent, domain_events_record, outbox_rows
+from core.events import OUTBOX_SKIP_DUPLICATE, DomainEvent, domain_events_record, outbox_rows
 from core.exceptions import ConflictError, InvalidInputError, NotFoundError
 from core.models import OutboxEvent
 from core.read_cache import member_reads_changed
@@ -859,7 +859,7 @@ new_events AS (
             'reason', reason, 'pending_until', pending_iso),
         %(at)s, %(at)s
     FROM v ORDER BY position
-    ON CONFLICT (event_type, dedupe_key) DO NOTHING
+    {skip_duplicate_event}
 ),
 accounts AS (
     UPDATE {account} SET available = a.available, pending = a.pending,
@@ -985,6 +985,7 @@ def _credits_sql() -> str:
         outbox=OutboxEvent._meta.db_table,
         account=PointsAccount._meta.db_table,
         system=SystemAccountBalance._meta.db_table,
+        skip_duplicate_event=OUTBOX_SKIP_DUPLICATE,
     )
 
 

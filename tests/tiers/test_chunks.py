@@ -118,6 +118,27 @@ def test_a_chunk_run_twice_writes_nothing_the_second_time(reference: PopulationS
 
 
 @pytest.mark.django_db
+def test_a_chunk_decided_again_past_its_done_mark_writes_nothing(
+    reference: PopulationState,
+) -> None:
+    """The chunk's own statement, not only its "done" mark, refuses to write a member twice:
+    the second pass changes no row and raises nothing (its history insert has no ON CONFLICT,
+    so a member written twice would fail on the unique (job, member) key)."""
+    job = _planned_job()
+    chunk = JobChunk.objects.select_related("job").get(job=job, index=1)
+    with transaction.atomic():
+        first = reassessment._chunk_assess(job=chunk.job, lower=chunk.lower, upper=chunk.upper)
+    after_first = _tables()
+
+    with transaction.atomic():
+        second = reassessment._chunk_assess(job=chunk.job, lower=chunk.lower, upper=chunk.upper)
+
+    assert first.changed > 0
+    assert (second.assessed, second.changed) == (first.assessed, 0)
+    assert _tables() == after_first
+
+
+@pytest.mark.django_db
 def test_every_chunk_run_twice_in_any_order_reaches_the_reference_state(
     reference: PopulationState,
 ) -> None:

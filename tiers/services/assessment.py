@@ -286,7 +286,7 @@ def decisions_apply(
             counts.grace_started += int(decision.grace_started)
             events.append(warning)
     if history:
-        rows_insert(history, ignore_conflicts=job_id is not None)
+        rows_insert(history, on_conflict="ON CONFLICT DO NOTHING" if job_id is not None else "")
     badges_award_automatic(
         member_ids=[r.member_id for r in history], at=at, rule_kinds=(REACHED_TIER,)
     )

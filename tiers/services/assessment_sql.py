@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from core.db import require_transaction
+from core.events import OUTBOX_SKIP_DUPLICATE
 from core.models import OutboxEvent
 from members.models import Member, MemberDailyActivity
 from rewards.models import CertificationGrant, MemberBadge, PointsEntry
@@ -662,7 +663,7 @@ events AS (
         WHERE o.stage IS NOT NULL AND (o.written OR NOT o.changes)
         {badge_events}
     ) e (event_type, aggregate_id, dedupe_key, payload)
-    ON CONFLICT (event_type, dedupe_key) DO NOTHING
+    {OUTBOX_SKIP_DUPLICATE}
 )
 SELECT o.tier_code,
     CASE WHEN o.written OR NOT o.changes THEN o.new_tier ELSE o.tier_code END,
